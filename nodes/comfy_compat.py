@@ -1,0 +1,110 @@
+"""Soft imports of ComfyUI services, with plain fallbacks so the nodes also run without ComfyUI."""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import torch
+
+try:
+    import comfy.model_management as model_management
+except ImportError:
+    model_management = None
+
+try:
+    import comfy.utils as comfy_utils
+except ImportError:
+    comfy_utils = None
+
+try:
+    import folder_paths
+except ImportError:
+    folder_paths = None
+
+_FALLBACK_MODELS_DIR = os.environ.get("WAN_ANIMATE_MODELS_DIR", os.path.join(os.getcwd(), "models"))
+
+
+def torch_device() -> torch.device:
+    """The device ComfyUI computes on, or CUDA when available, else the CPU."""
+    if model_management is not None:
+        return model_management.get_torch_device()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def offload_device() -> torch.device:
+    """Where ComfyUI parks weights that are not in use."""
+    if model_management is not None:
+        return model_management.unet_offload_device()
+    return torch.device("cpu")
+
+
+def free_memory(required_bytes: int, device: torch.device) -> None:
+    """Ask ComfyUI to unload its models until `required_bytes` are free on `device`."""
+    if model_management is not None and device.type != "cpu":
+        model_management.free_memory(required_bytes, device)
+
+
+def soft_empty_cache() -> None:
+    if model_management is not None:
+        model_management.soft_empty_cache()
+    elif torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def throw_if_interrupted() -> None:
+    """Raise ComfyUI's interrupt exception when the user pressed Cancel."""
+    if model_management is not None:
+        model_management.throw_exception_if_processing_interrupted()
+
+
+def progress_callback(total: int) -> Callable[[int, object], None]:
+    """A per-step callback driving ComfyUI's progress bar (a no-op outside ComfyUI)."""
+    if comfy_utils is None:
+        return lambda step, preview=None: None
+    bar = comfy_utils.ProgressBar(total)
+
+    def update(step: int, preview=None) -> None:
+        bar.update_absolute(step, total, preview)
+
+    return update
+
+
+def model_filenames(folder: str) -> list[str]:
+    """Files of one of ComfyUI's model folders (`diffusion_models`, `vae`, `loras`, `detection`, ...)."""
+    if folder_paths is not None:
+        try:
+            return folder_paths.get_filename_list(folder)
+        except KeyError:
+            return []
+    root = os.path.join(_FALLBACK_MODELS_DIR, folder)
+    if not os.path.isdir(root):
+        return []
+    return sorted(
+        os.path.relpath(os.path.join(d, f), root) for d, _, files in os.walk(root) for f in files
+    )
+
+
+def model_path(folder: str, name: str) -> str:
+    """Absolute path of `name` inside model folder `folder`; a clear error when it is not there."""
+    if os.path.isabs(name) and os.path.exists(name):
+        return name
+    if folder_paths is not None:
+        try:
+            path = folder_paths.get_full_path(folder, name)
+        except KeyError:
+            path = None
+    else:
+        candidate = os.path.join(_FALLBACK_MODELS_DIR, folder, name)
+        path = candidate if os.path.exists(candidate) else None
+    if path is None:
+        raise FileNotFoundError(f"model file '{name}' was not found in the models/{folder}/ folder")
+    return path
+
+
+def register_model_folder(folder: str, extensions: set[str]) -> None:
+    """Make ComfyUI list `models/<folder>/` (for example `detection`, `sam2`) if it does not already."""
+    if folder_paths is None:
+        return
+    if folder not in folder_paths.folder_names_and_paths:
+        path = os.path.join(folder_paths.models_dir, folder)
+        folder_paths.folder_names_and_paths[folder] = ([path], set(extensions))

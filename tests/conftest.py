@@ -1,0 +1,54 @@
+"""Shared fixtures: the pack loaded as ComfyUI loads it, and the golden parity folder."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PACK_MODULE = "wan_animate_pack"
+
+
+def golden_root() -> Path:
+    """`$WAN_ANIMATE_GOLDEN`, else `../shared/golden` beside the repository."""
+    return Path(os.environ.get("WAN_ANIMATE_GOLDEN", REPO_ROOT.parent / "shared" / "golden"))
+
+
+def golden_section(name: str) -> Path:
+    """A section of the golden set (`dit`, `vae`, ...), skipping the test when it is absent."""
+    path = golden_root() / name
+    if not path.is_dir():
+        pytest.skip(f"golden set {path} is absent (set WAN_ANIMATE_GOLDEN)")
+    return path
+
+
+def load_pack():
+    """Import the repository's __init__.py as a package, the way ComfyUI imports a custom node."""
+    if PACK_MODULE in sys.modules:
+        return sys.modules[PACK_MODULE]
+    spec = importlib.util.spec_from_file_location(
+        PACK_MODULE, REPO_ROOT / "__init__.py", submodule_search_locations=[str(REPO_ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_MODULE] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def pack():
+    return load_pack()
+
+
+def assert_close_golden(ours, golden, rel: float, name: str) -> float:
+    """Golden comparison: max |ours - golden| <= rel * max(1, max |golden|); returns the error."""
+    ours = ours.detach().float().cpu()
+    golden = golden.float()
+    assert ours.shape == golden.shape, f"{name}: shape {tuple(ours.shape)} != golden {tuple(golden.shape)}"
+    err = (ours - golden).abs().max().item()
+    bound = rel * max(1.0, golden.abs().max().item())
+    assert err <= bound, f"{name}: max error {err:.3e} exceeds {bound:.3e}"
+    return err

@@ -1,0 +1,46 @@
+"""The pack imports outside ComfyUI and every node keeps ComfyUI's node contract."""
+import inspect
+
+VALID_TYPES = {
+    "INT", "FLOAT", "STRING", "BOOLEAN", "IMAGE", "MASK", "LATENT", "CONDITIONING", "CLIP_VISION_OUTPUT",
+    "MODEL", "VAE", "CLIP", "CLIP_VISION", "COMBO", "*",
+}
+OUR_PREFIX = "WANANIMATE_"
+
+
+def _type_ok(spec) -> bool:
+    kind = spec[0]
+    if isinstance(kind, list):
+        return all(isinstance(v, str) for v in kind)
+    return isinstance(kind, str) and (kind in VALID_TYPES or kind.startswith(OUR_PREFIX))
+
+
+def test_pack_exports(pack):
+    assert isinstance(pack.NODE_CLASS_MAPPINGS, dict) and pack.NODE_CLASS_MAPPINGS
+    assert pack.WEB_DIRECTORY == "./web"
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == set(pack.NODE_CLASS_MAPPINGS)
+
+
+def test_every_node_keeps_the_contract(pack):
+    for name, cls in pack.NODE_CLASS_MAPPINGS.items():
+        assert name.startswith("WanAnimate"), name
+        assert isinstance(inspect.getattr_static(cls, "INPUT_TYPES"), classmethod), name
+        inputs = cls.INPUT_TYPES()
+        assert set(inputs) <= {"required", "optional", "hidden"} and "required" in inputs, name
+        for group in ("required", "optional"):
+            for input_name, spec in inputs.get(group, {}).items():
+                assert isinstance(spec, tuple) and _type_ok(spec), f"{name}.{input_name}: {spec!r}"
+                if len(spec) > 1:
+                    assert isinstance(spec[1], dict), f"{name}.{input_name}"
+        assert isinstance(cls.RETURN_TYPES, tuple), name
+        for rtype in cls.RETURN_TYPES:
+            assert rtype in VALID_TYPES or rtype.startswith(OUR_PREFIX), f"{name} returns {rtype}"
+        names = getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES)
+        assert len(names) == len(cls.RETURN_TYPES), name
+        assert callable(getattr(cls, cls.FUNCTION, None)), f"{name}.FUNCTION={cls.FUNCTION}"
+        assert cls.CATEGORY == "WanAnimate" or cls.CATEGORY.startswith("WanAnimate/"), name
+
+
+def test_display_names_unique(pack):
+    names = list(pack.NODE_DISPLAY_NAME_MAPPINGS.values())
+    assert len(names) == len(set(names))

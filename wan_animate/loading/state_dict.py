@@ -1,0 +1,73 @@
+"""Read checkpoint files into state dicts: single safetensors, sharded safetensors with an index, torch files."""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+
+import torch
+from safetensors import safe_open
+
+TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+def checkpoint_files(path: str) -> list[str]:
+    """The files behind `path`: itself, every shard of a sharded checkpoint, or the shards named by an index."""
+    if os.path.isdir(path):
+        index = [f for f in os.listdir(path) if f.endswith(".safetensors.index.json")]
+        if index:
+            return checkpoint_files(os.path.join(path, index[0]))
+        shards = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+        if not shards:
+            raise FileNotFoundError(f"checkpoint folder {path} holds no .safetensors file")
+        return [os.path.join(path, f) for f in shards]
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.endswith(".index.json"):
+        with open(path) as f:
+            weight_map = json.load(f)["weight_map"]
+        folder = os.path.dirname(path)
+        return [os.path.join(folder, name) for name in sorted(set(weight_map.values()))]
+    return [path]
+
+
+def load_state_dict(
+    paths: str | Iterable[str], device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> dict[str, torch.Tensor]:
+    """All tensors of one checkpoint (one or several files), read straight to `device`.
+
+    Floating-point tensors are cast to `dtype` when given, one tensor at a time; fp8 tensors are kept as they are
+    so that scaled-fp8 checkpoints can be dequantised by their loader.
+    """
+    files = checkpoint_files(paths) if isinstance(paths, str) else [f for p in paths for f in checkpoint_files(p)]
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        for key, tensor in _read_file(file, device).items():
+            if key in state:
+                raise ValueError(f"key '{key}' appears in more than one file of checkpoint {files}")
+            if dtype is not None and tensor.is_floating_point() and tensor.element_size() > 1:
+                tensor = tensor.to(dtype)
+            state[key] = tensor
+    return state
+
+
+def _read_file(file: str, device: str | torch.device) -> dict[str, torch.Tensor]:
+    if file.endswith(TORCH_SUFFIXES):
+        data = torch.load(file, map_location=device, weights_only=True, mmap=True)
+        if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+            data = data["state_dict"]
+        if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+            raise ValueError(f"{file} is not a tensor state dict")
+        return data
+    if not file.endswith(".safetensors"):
+        raise ValueError(f"{file}: unsupported checkpoint format (expected .safetensors, .ckpt, .pt or .pth)")
+    with safe_open(file, framework="pt", device=str(device)) as f:
+        return {key: f.get_tensor(key) for key in f.keys()}
+
+
+def strip_prefix(state: dict[str, torch.Tensor], prefixes: Iterable[str]) -> dict[str, torch.Tensor]:
+    """Remove the first of `prefixes` that every key starts with (`model.diffusion_model.`, ...)."""
+    for prefix in prefixes:
+        if state and all(key.startswith(prefix) for key in state):
+            return {key[len(prefix):]: value for key, value in state.items()}
+    return state
