@@ -1,0 +1,71 @@
+"""Resolution policy: the generation size for a given aspect ratio and pixel budget.
+
+Animation follows the character image's aspect ratio, Replacement the driving video's. `size_for_aspect` picks, among
+sizes with both sides multiples of 16 and an aspect ratio as close as those multiples allow (height rounded down or up,
+then width rounded down or up from height * aspect), the one whose token count (area / 16**2) is closest to the target
+area's; ties go to the closer aspect ratio, then the smaller size.
+
+`official_preprocess_size` is the size the official preprocessing actually produces (its `resize_by_area` always
+ends in its fallback branch: both sides of the exact-area size rounded down to multiples of 16), for reproducing it.
+"""
+from __future__ import annotations
+
+import math
+
+DEFAULT_AREA = 1280 * 720
+SIZE_MULTIPLE = 16
+
+
+def _check(width: int, height: int, target_area: int, multiple: int) -> None:
+    if width <= 0 or height <= 0:
+        raise ValueError(f"source size is {width}x{height}; expected positive width and height")
+    if target_area < multiple * multiple:
+        raise ValueError(f"target_area is {target_area}; expected at least {multiple * multiple}")
+
+
+def _near_multiples(value: float, multiple: int) -> tuple[int, ...]:
+    low = max(multiple, multiple * math.floor(value / multiple))
+    return (low, low + multiple)
+
+
+def size_for_aspect(
+    width: int, height: int, target_area: int = DEFAULT_AREA, multiple: int = SIZE_MULTIPLE
+) -> tuple[int, int]:
+    """(width, height) with the source's aspect ratio and a token count closest to target_area's."""
+    _check(width, height, target_area, multiple)
+    aspect = width / height
+    candidates = []
+    for h in _near_multiples(math.sqrt(target_area / aspect), multiple):
+        for w in _near_multiples(h * aspect, multiple):
+            candidates.append((abs(w * h - target_area), abs(w / h - aspect), w * h, w, h))
+    best = min(candidates)
+    return best[3], best[4]
+
+
+def official_preprocess_size(
+    width: int, height: int, target_area: int = DEFAULT_AREA, multiple: int = SIZE_MULTIPLE
+) -> tuple[int, int]:
+    """(width, height) the official preprocessing resizes a width x height frame to (see the module docstring)."""
+    _check(width, height, target_area, multiple)
+    exact_h = math.sqrt(target_area / (width / height))
+    exact_w = target_area / exact_h
+    return int(exact_w // multiple) * multiple, int(exact_h // multiple) * multiple
+
+
+def generation_size(
+    mode: str,
+    reference_size: tuple[int, int],
+    video_size: tuple[int, int],
+    target_area: int = DEFAULT_AREA,
+) -> tuple[int, int]:
+    """(width, height) to generate at: Animation uses the reference image's aspect, Replacement the video's.
+
+    reference_size and video_size are (width, height).
+    """
+    if mode == "animate":
+        source = reference_size
+    elif mode == "replace":
+        source = video_size
+    else:
+        raise ValueError(f"mode is {mode!r}; expected 'animate' or 'replace'")
+    return size_for_aspect(source[0], source[1], target_area)
