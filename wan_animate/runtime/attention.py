@@ -1,11 +1,137 @@
-"""Attention dispatch: every attention call of the model goes through `attention`."""
+"""Attention dispatch: every attention call of the model goes through `attention`.
+
+Backends:
+- "sdpa": PyTorch `scaled_dot_product_attention` (flash / memory-efficient kernels on CUDA, exact maths elsewhere).
+- "sage": SageAttention (`pip install sageattention`; INT8 QK, CUDA only). Used when the call qualifies (CUDA tensors,
+  fp16/bf16, head_dim 64/96/128, compute capability 8.0+); otherwise the call runs on SDPA and a warning is logged
+  once per reason, so a requested backend never changes silently.
+- "auto": SageAttention where it qualifies, SDPA elsewhere; the fallback is logged at INFO once per reason.
+
+The active backend is one small module-level setting, changed only through `set_attention_backend` or, scoped, with
+`attention_backend(name)`; a call may also name its backend explicitly (`attention(q, k, v, backend="sdpa")`).
+The model code itself never chooses: the loader node sets the backend the user picked.
+"""
 from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 
+log = logging.getLogger(__name__)
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Scaled dot-product attention on [B, L, heads, head_dim] tensors; returns [B, Lq, heads, head_dim]."""
+BACKENDS = ("sdpa", "sage", "auto")
+SAGE_HEAD_DIMS = (64, 96, 128)
+SAGE_DTYPES = (torch.float16, torch.bfloat16)
+SAGE_MIN_CAPABILITY = (8, 0)
+SAGE_INSTALL_HINT = "install it with `pip install sageattention` (needs a CUDA build of PyTorch)"
+
+_active_backend = "sdpa"
+_reported_fallbacks: set[str] = set()
+
+
+def set_attention_backend(name: str) -> None:
+    """Select the backend used by `attention` calls that do not name one ("sdpa" | "sage" | "auto")."""
+    global _active_backend
+    _active_backend = _checked_backend(name)
+
+
+def get_attention_backend() -> str:
+    """The backend `attention` uses when a call does not name one."""
+    return _active_backend
+
+
+@contextmanager
+def attention_backend(name: str) -> Iterator[None]:
+    """Use backend `name` inside the `with` block, restoring the previous one afterwards."""
+    previous = _active_backend
+    set_attention_backend(name)
+    try:
+        yield
+    finally:
+        set_attention_backend(previous)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | None = None) -> torch.Tensor:
+    """Softmax attention with scale 1/sqrt(head_dim) on [B, L, heads, head_dim] tensors.
+
+    q is [B, Lq, H, D], k and v are [B, Lk, H, D]; returns [B, Lq, H, D] in q's dtype. `backend` overrides the active
+    backend for this call.
+    """
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(
+            f"attention expects q, k, v as [B, L, heads, head_dim]; got shapes {tuple(q.shape)}, "
+            f"{tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    name = _checked_backend(backend) if backend is not None else _active_backend
+    if name != "sdpa":
+        sageattn = load_sageattn()
+        problem = sage_problem(q, k, v, sage_installed=sageattn is not None)
+        if problem is None:
+            return _sage(sageattn, q, k, v)
+        _report_fallback(name, problem)
+    return _sdpa(q, k, v)
+
+
+def sage_problem(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sage_installed: bool) -> str | None:
+    """Why SageAttention cannot run this call, or None when it can."""
+    if not sage_installed:
+        return f"sageattention is not installed ({SAGE_INSTALL_HINT})"
+    if q.device.type != "cuda":
+        return f"tensors are on {q.device.type}, SageAttention needs CUDA"
+    capability = torch.cuda.get_device_capability(q.device)
+    return sage_support_problem(capability, q.dtype, q.shape[-1], k.dtype, v.dtype)
+
+
+def sage_support_problem(
+    capability: tuple[int, int], dtype: torch.dtype, head_dim: int, k_dtype: torch.dtype, v_dtype: torch.dtype
+) -> str | None:
+    """Why SageAttention does not support this GPU / dtype / head size, or None when it does."""
+    if tuple(capability) < SAGE_MIN_CAPABILITY:
+        return f"GPU compute capability {capability[0]}.{capability[1]} is below 8.0"
+    if dtype not in SAGE_DTYPES or k_dtype != dtype or v_dtype != dtype:
+        return f"dtypes q={dtype}, k={k_dtype}, v={v_dtype}; SageAttention needs all float16 or all bfloat16"
+    if head_dim not in SAGE_HEAD_DIMS:
+        return f"head_dim {head_dim} is not one of {SAGE_HEAD_DIMS}"
+    return None
+
+
+@functools.cache
+def load_sageattn() -> Callable[..., torch.Tensor] | None:
+    """`sageattention.sageattn`, or None when the package is absent or fails to import (logged once)."""
+    try:
+        from sageattention import sageattn
+    except ImportError as err:
+        log.debug("sageattention unavailable: %s", err)
+        return None
+    return sageattn
+
+
+def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    # SDPA works on [B, H, L, D]
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
     return out.transpose(1, 2)
+
+
+def _sage(sageattn: Callable[..., torch.Tensor], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    # "NHD" is SageAttention's name for [B, L, H, D]; its kernels need a unit stride on head_dim
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    return sageattn(q, k, v, tensor_layout="NHD", is_causal=False)
+
+
+def _checked_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"attention backend {name!r} is unknown; expected one of {BACKENDS}")
+    return name
+
+
+def _report_fallback(requested: str, problem: str) -> None:
+    key = f"{requested}: {problem}"
+    if key in _reported_fallbacks:
+        return
+    _reported_fallbacks.add(key)
+    level = logging.WARNING if requested == "sage" else logging.INFO
+    log.log(level, "attention backend %r: %s; using PyTorch SDPA for these calls", requested, problem)

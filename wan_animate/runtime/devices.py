@@ -1,0 +1,82 @@
+"""Device facts the runtime needs: compute dtype, free/total memory, pinned-memory support, cache release."""
+from __future__ import annotations
+
+import functools
+import gc
+
+import torch
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """`device` as a torch.device; None picks CUDA when available, else CPU. "cuda" becomes "cuda:<current>"."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def compute_dtype(device: str | torch.device) -> torch.dtype:
+    """The dtype the DiT should compute in: bfloat16 where the device supports it, float16 on older GPUs, float32 on CPU.
+
+    CPU uses float32 because CPU bfloat16 matmuls are slow on most machines and the CPU path is for tests.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if cuda_capability(device) >= (8, 0) else torch.float16
+    if device.type == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def cuda_capability(device: str | torch.device) -> tuple[int, int]:
+    """Compute capability (major, minor) of a CUDA device."""
+    return tuple(torch.cuda.get_device_capability(resolve_device(device)))
+
+
+def supports_fp8_matmul(device: str | torch.device) -> bool:
+    """Whether the device multiplies fp8 natively (Ada / Hopper, capability 8.9+); fp8 *storage* works everywhere."""
+    device = torch.device(device)
+    return device.type == "cuda" and cuda_capability(device) >= (8, 9)
+
+
+@functools.cache
+def pinned_memory_available() -> bool:
+    """Whether page-locked host memory can be allocated (needs a CUDA build with a visible GPU)."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        torch.empty(1, pin_memory=True)
+    except RuntimeError:
+        return False
+    return True
+
+
+def free_memory_bytes(device: str | torch.device) -> int:
+    """Bytes a new allocation on `device` can use: free device memory plus what PyTorch's cache holds unused.
+
+    CPU and other non-CUDA devices report no limit here (the planner is only used for CUDA).
+    """
+    device = resolve_device(device)
+    if device.type != "cuda":
+        raise ValueError(f"free_memory_bytes: device {device} is not a CUDA device")
+    free, _total = torch.cuda.mem_get_info(device)
+    cached_unused = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return int(free + cached_unused)
+
+
+def total_memory_bytes(device: str | torch.device) -> int:
+    """Total memory of a CUDA device in bytes."""
+    device = resolve_device(device)
+    if device.type != "cuda":
+        raise ValueError(f"total_memory_bytes: device {device} is not a CUDA device")
+    return int(torch.cuda.mem_get_info(device)[1])
+
+
+def release_cached_memory() -> None:
+    """Collect Python garbage and return PyTorch's cached, unused CUDA blocks to the driver."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.ipc_collect()

@@ -1,0 +1,172 @@
+"""Memory planning: how many transformer blocks to offload so that one denoising step fits in free VRAM.
+
+VRAM needed with the last n of L blocks offloaded (see offload.py):
+
+    need(n) = sum(block_bytes[:L-n])                      resident blocks
+            + min(n, prefetch + 1) * max(block_bytes[L-n:])   offloaded blocks on the device at once
+            + other_bytes                                  embeddings, head, face adapter, motion encoder, ...
+            + activation_bytes                             peak activations of one forward (estimate below)
+            + margin_bytes                                 allocator fragmentation, CUDA context growth, kernels' workspaces
+
+`plan_offload` returns the smallest n with need(n) <= free_bytes. The activation estimate is an upper-bound style
+model of the largest transient set inside one block; the benchmark (benchmarks/dit_step_bench.py) prints it next to the
+measured peak so the constants can be checked on a GPU.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+GIB = 1 << 30
+DEFAULT_MARGIN_BYTES = GIB
+ACTIVATION_OVERHEAD = 1.2  # fragmentation of the caching allocator around the block-level peak
+PATCH_SIZE = (1, 2, 2)
+VAE_STRIDE = (4, 8, 8)
+
+
+class MemoryPlanError(RuntimeError):
+    """The model cannot run in the available VRAM even with every block offloaded."""
+
+
+@dataclass(frozen=True)
+class VramNeed:
+    """The parts of need(n) in bytes."""
+
+    resident_blocks: int
+    streamed_blocks: int
+    other: int
+    activations: int
+    margin: int
+
+    @property
+    def total(self) -> int:
+        return self.resident_blocks + self.streamed_blocks + self.other + self.activations + self.margin
+
+
+def module_bytes(module: nn.Module) -> int:
+    """Bytes of a module's parameters and buffers (as stored: fp8 weights count one byte per element)."""
+    seen: set[int] = set()
+    total = 0
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def block_bytes(blocks: nn.ModuleList) -> list[int]:
+    """`module_bytes` of every block, in order."""
+    return [module_bytes(block) for block in blocks]
+
+
+def estimate_block_bytes(dim: int, ffn_dim: int, weight_bytes: float = 2.0) -> int:
+    """Bytes of one Wan-Animate transformer block from its sizes, before it is built.
+
+    Linear weights: self-attention q, k, v, o (4 dim^2), cross-attention q, k, v, o and the image k_img, v_img
+    (6 dim^2), FFN (2 dim ffn_dim), stored at `weight_bytes` each (2 for bf16, 1 for fp8); biases, norms and the
+    float32 modulation [1, 6, dim] are kept at 2 and 4 bytes.
+    """
+    matrices = (10 * dim * dim + 2 * dim * ffn_dim) * weight_bytes
+    vectors = (10 * dim + ffn_dim + dim + 7 * dim) * 2  # biases + q/k norms + norm3 affine
+    return int(matrices + vectors + 6 * dim * 4)
+
+
+def latent_frame_count(frames: int) -> int:
+    """Latent frames of a `frames`-long segment (VAE time stride 4: 1 + 4k frames)."""
+    if frames < 1 or (frames - 1) % VAE_STRIDE[0]:
+        raise ValueError(f"frames is {frames}; expected 4k+1 (1, 5, ..., 77, 81)")
+    return (frames - 1) // VAE_STRIDE[0] + 1
+
+
+def token_count(frames: int, height: int, width: int, reference_frames: int = 1) -> int:
+    """DiT tokens of one segment: (latent frames + reference latents) * (height/16) * (width/16).
+
+    16 = VAE spatial stride 8 x patch size 2. The reference image adds one latent frame in front.
+    """
+    step = VAE_STRIDE[1] * PATCH_SIZE[1]
+    if height % step or width % step:
+        raise ValueError(f"resolution is {width}x{height}; width and height must be multiples of {step}")
+    return (latent_frame_count(frames) + reference_frames) * (height // step) * (width // step)
+
+
+def estimate_activation_bytes(
+    tokens: int, dim: int, ffn_dim: int, dtype: torch.dtype = torch.bfloat16, batch: int = 1
+) -> int:
+    """Peak activation bytes of one DiT forward, from the largest transient set inside one block.
+
+    With a = bytes of the compute dtype (2 for bf16) and f = 4 (the residual stream, norms and modulation run in
+    float32, as in the official model), per token:
+      attention stage: dim * (f residual + f modulated norm + a cast input + 3a q/k/v + 2f rotated q/k + a output)
+      FFN stage:       dim * (f residual + f modulated norm + a cast input) + ffn_dim * (a hidden + a GELU output)
+    peak = batch * tokens * max(attention stage, FFN stage) * ACTIVATION_OVERHEAD.
+    SDPA's flash / memory-efficient kernels keep attention itself O(tokens), so no tokens^2 term.
+    """
+    a = torch.empty((), dtype=dtype).element_size()
+    f = 4
+    attention_stage = dim * (f + f + a + 3 * a + 2 * f + a)
+    ffn_stage = dim * (f + f + a) + ffn_dim * (a + a)
+    return int(batch * tokens * max(attention_stage, ffn_stage) * ACTIVATION_OVERHEAD)
+
+
+def vram_need(
+    block_sizes: Sequence[int],
+    offload_count: int,
+    activation_bytes: int,
+    other_bytes: int = 0,
+    prefetch: int = 1,
+    margin_bytes: int = DEFAULT_MARGIN_BYTES,
+) -> VramNeed:
+    """need(n) of the module docstring, broken into its parts."""
+    count = len(block_sizes)
+    if not 0 <= offload_count <= count:
+        raise ValueError(f"offload_count is {offload_count}; expected 0..{count} (the block count)")
+    split = count - offload_count
+    streamed = min(offload_count, prefetch + 1) * max(block_sizes[split:], default=0)
+    return VramNeed(sum(block_sizes[:split]), streamed, other_bytes, activation_bytes, margin_bytes)
+
+
+def plan_offload(
+    block_sizes: Sequence[int],
+    free_bytes: int,
+    activation_bytes: int,
+    other_bytes: int = 0,
+    prefetch: int = 1,
+    margin_bytes: int = DEFAULT_MARGIN_BYTES,
+) -> int:
+    """The fewest blocks to offload (the last ones) so that need(n) <= free_bytes.
+
+    `free_bytes` is the VRAM available before any of the model is placed on the GPU.
+    Raises MemoryPlanError, with the numbers, when even offloading every block does not fit.
+    """
+    for offload_count in range(len(block_sizes) + 1):
+        need = vram_need(block_sizes, offload_count, activation_bytes, other_bytes, prefetch, margin_bytes)
+        if need.total <= free_bytes:
+            return offload_count
+    raise MemoryPlanError(
+        f"the model does not fit in {free_bytes / GIB:.2f} GiB of free VRAM even with all {len(block_sizes)} blocks "
+        f"offloaded: it needs {need.total / GIB:.2f} GiB ({need.streamed_blocks / GIB:.2f} streamed blocks, "
+        f"{need.other / GIB:.2f} other weights, {need.activations / GIB:.2f} activations, {need.margin / GIB:.2f} "
+        "margin). Lower the resolution or the segment length (fewer tokens), or load the model in fp8."
+    )
+
+
+def resolve_offload_count(
+    setting: int | str,
+    block_sizes: Sequence[int],
+    free_bytes: int | None = None,
+    activation_bytes: int | None = None,
+    other_bytes: int = 0,
+    prefetch: int = 1,
+    margin_bytes: int = DEFAULT_MARGIN_BYTES,
+) -> int:
+    """The user's offload setting as a block count: an int is checked, "auto" is planned with `plan_offload`."""
+    if setting == "auto":
+        if free_bytes is None or activation_bytes is None:
+            raise ValueError("offload 'auto' needs free_bytes and activation_bytes to plan with")
+        return plan_offload(block_sizes, free_bytes, activation_bytes, other_bytes, prefetch, margin_bytes)
+    if isinstance(setting, bool) or not isinstance(setting, int) or not 0 <= setting <= len(block_sizes):
+        raise ValueError(f"offload blocks is {setting!r}; expected 'auto' or an integer 0..{len(block_sizes)}")
+    return setting
