@@ -1,0 +1,350 @@
+"""The whole Wan-Animate generation from preprocessed inputs, without ComfyUI: segment, condition, denoise, decode, chain.
+
+Equivalent maths to the official `WanAnimate.generate` (Wan2.2, wan/animate.py); see segments.py for the chaining and
+conditioning.py for the model's conditioning. Pixels are given as ComfyUI IMAGE tensors (float 0..1) or uint8 0..255;
+the output is a video [3, F, H, W] in [-1, 1] (`video_to_image` turns it into an IMAGE [F, H, W, 3] in 0..1).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Protocol, Union
+
+import torch
+
+from ..sampling.loop import denoise
+from ..sampling.schedulers import SCHEDULERS, make_scheduler
+from .color import colour_drift, match_colour
+from .conditioning import MODES, VideoVAE, pose_latents, reference_condition, segment_condition
+from .resume import SegmentStore, job_key
+from .segments import Segment, check_segment_settings, latent_frames, plan_segments
+
+LATENT_CHANNELS = 16
+SPATIAL_STRIDE = 8
+SIZE_MULTIPLE = 16
+
+NoiseSource = Union[Callable[[int, tuple], torch.Tensor], Sequence[torch.Tensor], None]
+StepCallback = Callable[[int, int, torch.Tensor], None]
+
+
+class AnimateDiT(Protocol):
+    def encode_face(self, face: torch.Tensor) -> torch.Tensor: ...
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor,
+        clip_fea: torch.Tensor,
+        y: torch.Tensor,
+        pose_latents: torch.Tensor,
+        motion_vec: torch.Tensor,
+    ) -> torch.Tensor: ...
+
+
+@dataclass
+class AnimateInputs:
+    """Preprocessed inputs of one job. Pixels: float 0..1 (ComfyUI IMAGE) or uint8; all frames the same size.
+
+    reference [H, W, 3]: the character, already at the video's size. pose [F, H, W, 3]: skeleton frames.
+    face [F, 512, 512, 3]: face crops. background [F, H, W, 3] and person_mask [F, H, W] (1 = the person to replace):
+    Replacement only. context [L, 4096] / context_null [L', 4096]: umT5 embeddings of the prompt / negative prompt
+    (context_null is needed when guide_scale > 1). clip_fea [1, 257, 1280]: CLIP features of the reference.
+    """
+
+    reference: torch.Tensor
+    pose: torch.Tensor
+    face: torch.Tensor
+    context: torch.Tensor
+    clip_fea: torch.Tensor
+    context_null: torch.Tensor | None = None
+    background: torch.Tensor | None = None
+    person_mask: torch.Tensor | None = None
+
+
+@dataclass
+class GenerationSettings:
+    """Settings of one job (official defaults).
+
+    guide_scale > 1: classifier-free guidance whose unconditional pass uses context_null and an all-black face
+    (the official behaviour; <= 1 runs the conditional pass only). face_guide_scale != 1: an extra pass with the
+    prompt but a black face, adding (face_guide_scale - 1) * (cond - cond_without_face) (not in the official code).
+    colour_correction: match each segment's colour to the previous one in the guidance frames (see color.py).
+    resume_dir: folder where finished segments are kept so that a re-run continues (see resume.py).
+    """
+
+    mode: str = "animate"
+    clip_len: int = 77
+    refert_num: int = 1
+    solver: str = "dpm++"
+    steps: int = 20
+    shift: float = 5.0
+    guide_scale: float = 1.0
+    face_guide_scale: float = 1.0
+    seed: int = 0
+    colour_correction: bool = False
+    resume_dir: str | None = field(default=None)
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode is {self.mode!r}; expected one of {MODES}")
+        check_segment_settings(self.clip_len, self.refert_num)
+        if self.solver not in SCHEDULERS:
+            raise ValueError(f"solver is {self.solver!r}; expected one of {sorted(SCHEDULERS)}")
+        if self.steps < 1:
+            raise ValueError(f"steps is {self.steps}; expected at least 1")
+
+
+def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 0..255 or float 0..1 -> float32 in [-1, 1] (uint8 as u8 / 127.5 - 1, like the official code)."""
+    if pixels.dtype == torch.uint8:
+        return (pixels.double() / 127.5 - 1).float()
+    return pixels.float() * 2 - 1
+
+
+def mask_to_unit(mask: torch.Tensor) -> torch.Tensor:
+    """uint8 0..255 or float 0..1 -> float32 0..1."""
+    if mask.dtype == torch.uint8:
+        return (mask.double() / 255).float()
+    return mask.float()
+
+
+def video_to_image(video: torch.Tensor) -> torch.Tensor:
+    """[3, F, H, W] in [-1, 1] -> ComfyUI IMAGE [F, H, W, 3] in 0..1."""
+    return ((video.float() + 1) / 2).clamp(0, 1).permute(1, 2, 3, 0).contiguous()
+
+
+def _gather_video(frames: torch.Tensor, sources: Sequence[int]) -> torch.Tensor:
+    """Frames [F, H, W, 3] picked by index -> [3, n, H, W] in [-1, 1]."""
+    picked = frames[torch.as_tensor(sources, device=frames.device)]
+    return to_unit_range(picked).permute(3, 0, 1, 2).contiguous().cpu()
+
+
+def _check_frames(name: str, frames: torch.Tensor, count: int, height: int | None, width: int | None) -> None:
+    expected = f"[{count}, {height or 'H'}, {width or 'W'}, 3]"
+    if frames.ndim != 4 or frames.shape[0] != count or frames.shape[-1] != 3:
+        raise ValueError(f"{name} has shape {tuple(frames.shape)}; expected {expected}")
+    if height is not None and tuple(frames.shape[1:3]) != (height, width):
+        raise ValueError(f"{name} has shape {tuple(frames.shape)}; expected {expected}")
+
+
+def check_inputs(inputs: AnimateInputs, settings: GenerationSettings) -> None:
+    """Raise ValueError naming the input whose shape or presence does not fit the settings."""
+    if inputs.reference.ndim != 3 or inputs.reference.shape[-1] != 3:
+        raise ValueError(f"reference has shape {tuple(inputs.reference.shape)}; expected [H, W, 3]")
+    height, width = inputs.reference.shape[:2]
+    if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE:
+        raise ValueError(f"reference is {width}x{height}; both sides must be multiples of {SIZE_MULTIPLE}")
+    count = inputs.pose.shape[0]
+    _check_frames("pose", inputs.pose, count, height, width)
+    _check_frames("face", inputs.face, count, None, None)
+    if settings.mode == "replace":
+        if inputs.background is None or inputs.person_mask is None:
+            raise ValueError("replace mode needs background [F, H, W, 3] and person_mask [F, H, W]; one is missing")
+        _check_frames("background", inputs.background, count, height, width)
+        if tuple(inputs.person_mask.shape) != (count, height, width):
+            raise ValueError(
+                f"person_mask has shape {tuple(inputs.person_mask.shape)}; expected {(count, height, width)}"
+            )
+    if settings.guide_scale > 1 and inputs.context_null is None:
+        raise ValueError(f"guide_scale is {settings.guide_scale} (> 1) but context_null (negative prompt) is missing")
+
+
+class _Noise:
+    """Initial noise per segment: the caller's (list or callable) or drawn in order from a seeded CPU generator."""
+
+    def __init__(self, source: NoiseSource, seed: int, shape: tuple[int, ...]):
+        self.source = source
+        self.shape = shape
+        self.generator = torch.Generator().manual_seed(seed)
+        self.drawn = 0
+
+    def __call__(self, index: int) -> torch.Tensor:
+        if callable(self.source):
+            noise = self.source(index, self.shape)
+        elif self.source is not None:
+            if index >= len(self.source):
+                raise ValueError(f"noise list has {len(self.source)} tensors; segment {index} needs one")
+            noise = self.source[index]
+        else:
+            while self.drawn <= index:  # segments skipped on resume still consume their draws
+                noise = torch.randn(self.shape, generator=self.generator, dtype=torch.float32)
+                self.drawn += 1
+        if tuple(noise.shape) != self.shape:
+            raise ValueError(f"noise for segment {index} has shape {tuple(noise.shape)}; expected {self.shape}")
+        return noise.float()
+
+
+def _module_device(module: object) -> torch.device:
+    parameters = getattr(module, "parameters", None)
+    if parameters is not None:
+        for parameter in parameters():
+            return parameter.device
+    return torch.device("cpu")
+
+
+def _open_store(
+    inputs: AnimateInputs, settings: GenerationSettings, noise: NoiseSource
+) -> SegmentStore | None:
+    if settings.resume_dir is None:
+        return None
+    job = {k: v for k, v in asdict(settings).items() if k != "resume_dir"}
+    tensors = [(name, value) for name, value in vars(inputs).items()]
+    if isinstance(noise, Sequence):
+        tensors += [(f"noise_{k}", n) for k, n in enumerate(noise)]
+    job["noise"] = "callable" if callable(noise) else ("given" if noise is not None else "seeded")
+    return SegmentStore(settings.resume_dir, job_key(job, tensors))
+
+
+class _SegmentModel:
+    """The guided velocity of one segment: conditions fixed, face motion encoded once per guidance branch."""
+
+    def __init__(
+        self,
+        dit: AnimateDiT,
+        inputs: AnimateInputs,
+        settings: GenerationSettings,
+        y: torch.Tensor,
+        pose: torch.Tensor,
+        face: torch.Tensor,
+        device: torch.device,
+    ):
+        self.dit = dit
+        self.settings = settings
+        self.context = inputs.context.to(device)
+        self.context_null = None if inputs.context_null is None else inputs.context_null.to(device)
+        self.clip_fea = inputs.clip_fea.to(device)
+        self.y = y
+        self.pose = pose
+        self.motion = dit.encode_face(face.to(device))
+        needs_black_face = settings.guide_scale > 1 or settings.face_guide_scale != 1
+        self.motion_black = dit.encode_face(torch.full_like(face, -1).to(device)) if needs_black_face else None
+
+    def _run(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+        return self.dit(x, t, context, self.clip_fea, self.y, self.pose, motion).float()
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        cond = self._run(x, t, self.context, self.motion)
+        velocity = cond
+        if self.settings.guide_scale > 1:
+            uncond = self._run(x, t, self.context_null, self.motion_black)
+            velocity = uncond + self.settings.guide_scale * (cond - uncond)
+        if self.settings.face_guide_scale != 1:
+            without_face = self._run(x, t, self.context, self.motion_black)
+            velocity = velocity + (self.settings.face_guide_scale - 1) * (cond - without_face)
+        return velocity
+
+
+def _segment_progress(
+    callback: StepCallback | None, index: int, steps: int, total: int
+) -> Callable[[int, torch.Tensor], None] | None:
+    """The loop's per-step hook for segment `index`, reporting the step count over the whole job."""
+    if callback is None:
+        return None
+    return lambda i, preview: callback(index * steps + i + 1, total, preview)
+
+
+def _record(trace: dict | None, name: str, value: torch.Tensor | float) -> None:
+    if trace is not None:
+        trace[name] = value.detach().float().cpu().clone() if isinstance(value, torch.Tensor) else value
+
+
+def generate(
+    dit: AnimateDiT,
+    vae: VideoVAE,
+    inputs: AnimateInputs,
+    settings: GenerationSettings,
+    noise: NoiseSource = None,
+    callback: StepCallback | None = None,
+    interrupt: Callable[[], None] | None = None,
+    trace: dict | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Generate the video: [3, F, H, W] in [-1, 1], F = the number of pose frames.
+
+    noise: initial latents per segment, [16, T, H/8, W/8] with T = (clip_len - 1) / 4 + 2: a list indexed by segment
+    or a callable (segment index, shape) -> tensor; None draws them in order from torch.Generator().manual_seed(seed).
+    callback(step, total, x0_preview): after every denoising step; step counts 1..total over all segments.
+    interrupt(): called before every model step; it stops the job by raising.
+    trace: when given, filled with `timesteps` and per segment k `y_k`, `pose_latents_k`, `latent_k` (the decoded
+    latents without the reference slot), `decoded_k`, and for k > 0 `guide_k` and `colour_drift_k` (before any
+    correction); recording never changes the result.
+    device: where the DiT runs (default: the device of its first parameter).
+    """
+    settings.validate()
+    check_inputs(inputs, settings)
+    device = torch.device(device) if device is not None else _module_device(dit)
+    height, width = inputs.reference.shape[:2]
+    lat_h, lat_w = height // SPATIAL_STRIDE, width // SPATIAL_STRIDE
+    plan = plan_segments(inputs.pose.shape[0], settings.clip_len, settings.refert_num)
+    noise_for = _Noise(noise, settings.seed, (LATENT_CHANNELS, latent_frames(settings.clip_len) + 1, lat_h, lat_w))
+    store = _open_store(inputs, settings, noise)
+    total_steps = settings.steps * len(plan)
+    _record(trace, "timesteps", make_scheduler(settings.solver, settings.steps, settings.shift).timesteps)
+
+    y_reference = None
+    outputs: list[torch.Tensor] = []
+    tail: torch.Tensor | None = None
+    finished = store.finished_count() if store is not None else 0
+    for segment in plan:
+        if segment.index < finished:
+            kept, tail = store.load(segment.index)
+            outputs.append(kept)
+            continue
+        if y_reference is None:
+            y_reference = reference_condition(vae, to_unit_range(inputs.reference).permute(2, 0, 1), device)
+        decoded = _generate_segment(
+            dit, vae, inputs, settings, segment, y_reference, tail, noise_for(segment.index), device,
+            _segment_progress(callback, segment.index, settings.steps, total_steps), interrupt, trace,
+        )
+        if tail is not None:
+            head = decoded[:, : segment.guide_frames]
+            _record(trace, f"colour_drift_{segment.index}", colour_drift(tail, head))
+            if settings.colour_correction:
+                decoded = match_colour(decoded, head, tail)
+        _record(trace, f"decoded_{segment.index}", decoded)
+        kept = decoded[:, segment.guide_frames :]
+        tail = decoded[:, -settings.refert_num :]
+        if store is not None:
+            store.save(segment.index, kept, tail)
+        outputs.append(kept)
+    return torch.cat(outputs, dim=1)[:, : inputs.pose.shape[0]]
+
+
+def _generate_segment(
+    dit: AnimateDiT,
+    vae: VideoVAE,
+    inputs: AnimateInputs,
+    settings: GenerationSettings,
+    segment: Segment,
+    y_reference: torch.Tensor,
+    guide: torch.Tensor | None,
+    noise: torch.Tensor,
+    device: torch.device,
+    on_step: Callable[[int, torch.Tensor], None] | None,
+    interrupt: Callable[[], None] | None,
+    trace: dict | None,
+) -> torch.Tensor:
+    """Denoise and decode one segment: its decoded frames [3, clip_len, H, W] in [-1, 1] (guidance frames included)."""
+    height, width = inputs.reference.shape[:2]
+    k = segment.index
+    background = person_mask = None
+    if settings.mode == "replace":
+        background = _gather_video(inputs.background, segment.sources)
+        person_mask = mask_to_unit(inputs.person_mask[torch.as_tensor(segment.sources)]).cpu()
+    if guide is not None:
+        _record(trace, f"guide_{k}", guide)
+    y_segment = segment_condition(
+        vae, guide, background, person_mask, len(segment.sources), height, width, device
+    )
+    y = torch.cat([y_reference, y_segment], dim=1)  # [20, 1 + T, h, w]
+    pose = pose_latents(vae, _gather_video(inputs.pose, segment.sources), device)  # [16, T, h, w]
+    face = _gather_video(inputs.face, segment.sources).unsqueeze(0)  # [1, 3, clip_len, 512, 512]
+    _record(trace, f"y_{k}", y)
+    _record(trace, f"pose_latents_{k}", pose)
+
+    model = _SegmentModel(dit, inputs, settings, y, pose, face, device)
+    scheduler = make_scheduler(settings.solver, settings.steps, settings.shift)
+    latents = denoise(model, noise.to(device), scheduler, on_step, interrupt)
+    _record(trace, f"latent_{k}", latents[:, 1:])
+    return vae.decode(latents[:, 1:].unsqueeze(0))[0].float().cpu()
