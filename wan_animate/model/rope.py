@@ -1,0 +1,52 @@
+"""3-D rotary position embedding of the Wan transformer (frame, row, column axes)."""
+from __future__ import annotations
+
+import torch
+
+ROPE_THETA = 10000.0
+ROPE_POSITIONS = 1024
+
+
+def rope_axis_dims(head_dim: int) -> tuple[int, int, int]:
+    """Rotated channels per axis: time gets head_dim - 4 * (head_dim // 6), height and width 2 * (head_dim // 6)."""
+    spatial = 2 * (head_dim // 6)
+    return head_dim - 2 * spatial, spatial, spatial
+
+
+def rope_angles(head_dim: int, positions: int = ROPE_POSITIONS) -> tuple[torch.Tensor, ...]:
+    """Per-axis rotation angles in float64, each [positions, axis_dim // 2]."""
+    angles = []
+    for axis_dim in rope_axis_dims(head_dim):
+        inv_freq = 1.0 / torch.pow(ROPE_THETA, torch.arange(0, axis_dim, 2, dtype=torch.float64) / axis_dim)
+        angles.append(torch.outer(torch.arange(positions, dtype=torch.float64), inv_freq))
+    return tuple(angles)
+
+
+def rope_cos_sin(
+    head_dim: int, grid: tuple[int, int, int], device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of the rotation of every token of a (frames, rows, cols) grid: each [L, 1, head_dim // 2], float32.
+
+    Tokens are ordered frame-major, then row, then column, as the patch embedding flattens them.
+    """
+    frames, rows, cols = grid
+    if max(grid) > ROPE_POSITIONS:
+        raise ValueError(f"token grid {grid} exceeds the {ROPE_POSITIONS} rotary positions per axis")
+    t_ang, h_ang, w_ang = rope_angles(head_dim)
+    angles = torch.cat(
+        [
+            t_ang[:frames, None, None, :].expand(frames, rows, cols, -1),
+            h_ang[None, :rows, None, :].expand(frames, rows, cols, -1),
+            w_ang[None, None, :cols, :].expand(frames, rows, cols, -1),
+        ],
+        dim=-1,
+    ).reshape(frames * rows * cols, 1, head_dim // 2)
+    return angles.cos().float().to(device), angles.sin().float().to(device)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs (2i, 2i+1) of x [B, L, heads, head_dim] in float32; returns float32."""
+    pairs = x.float().unflatten(-1, (-1, 2))  # [B, L, heads, head_dim / 2, 2]
+    real, imag = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
+    return rotated.flatten(-2)

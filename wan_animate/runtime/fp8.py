@@ -1,0 +1,95 @@
+"""fp8 weight storage for Linear layers: weights kept in float8 (with an optional per-tensor scale), upcast per layer.
+
+A `FP8Linear` stores `weight` in float8_e4m3fn (or e5m2) and a float32 scalar `scale_weight`; its effective weight is
+`weight.float() * scale_weight`, cast to the dtype of the input at every forward. The scale is a non-persistent buffer
+so that `state_dict()` keys stay the official ones; `weight_scale(layer)` reads it.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+def is_fp8(dtype: torch.dtype) -> bool:
+    return dtype in FP8_DTYPES
+
+
+class FP8Linear(nn.Linear):
+    """nn.Linear whose weight is stored in fp8; computes in the dtype of its input."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None,
+                 fp8_dtype: torch.dtype = torch.float8_e4m3fn) -> None:
+        super().__init__(in_features, out_features, bias=bias, device=device)
+        self.weight = nn.Parameter(torch.empty_like(self.weight, dtype=fp8_dtype), requires_grad=False)
+        self.register_buffer("scale_weight", torch.ones((), device=device, dtype=torch.float32), persistent=False)
+
+    def dequantized_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """The effective weight `weight * scale_weight` in `dtype` ([out, in])."""
+        return dequantize(self.weight, self.scale_weight, dtype)
+
+    def set_weight(self, weight: torch.Tensor) -> None:
+        """Store a new high-precision weight ([out, in]), re-quantised with a fresh per-tensor scale.
+
+        Used to merge LoRA deltas: read `dequantized_weight(torch.float32)`, add the delta, write it back here.
+        """
+        if weight.shape != self.weight.shape:
+            raise ValueError(f"new weight has shape {tuple(weight.shape)}; expected {tuple(self.weight.shape)}")
+        data, scale = quantize(weight, self.weight.dtype)
+        self.weight = nn.Parameter(data.to(self.weight.device), requires_grad=False)
+        self.scale_weight = scale.to(self.scale_weight.device)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.dequantized_weight(x.dtype), bias)
+
+
+def dequantize(weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """fp8 `weight` times its per-tensor `scale` (None: 1) in `dtype`; the product is formed in float32."""
+    if scale is None:
+        return weight.to(dtype)
+    return (weight.float() * scale.float()).to(dtype)
+
+
+def quantize(weight: torch.Tensor, fp8_dtype: torch.dtype = torch.float8_e4m3fn) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-tensor scaled fp8: returns (weight / scale in fp8, scale) with scale = max|weight| / fp8 max."""
+    w = weight.float()
+    amax = w.abs().max().clamp(min=1e-12)
+    scale = amax / torch.finfo(fp8_dtype).max
+    return (w / scale).to(fp8_dtype), scale.to(torch.float32)
+
+
+def linear_weight(layer: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
+    """A Linear layer's effective weight in `dtype`, dequantised when it is an FP8Linear."""
+    if isinstance(layer, FP8Linear):
+        return layer.dequantized_weight(dtype)
+    return layer.weight.to(dtype)
+
+
+def weight_scale(layer: nn.Module) -> torch.Tensor | None:
+    """The per-tensor scale of an FP8Linear, None for other layers."""
+    return layer.scale_weight if isinstance(layer, FP8Linear) else None
+
+
+def swap_linears_to_fp8(
+    root: nn.Module, select: Callable[[str], bool], fp8_dtype: torch.dtype = torch.float8_e4m3fn
+) -> list[str]:
+    """Replace every nn.Linear of `root` whose qualified name passes `select` by an FP8Linear (weights not copied).
+
+    Meant for a model built on the meta device before its weights are assigned; returns the replaced names.
+    """
+    replaced = []
+    for name, module in list(root.named_modules()):
+        if type(module) is not nn.Linear or not select(name):
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = root.get_submodule(parent_name) if parent_name else root
+        fp8 = FP8Linear(module.in_features, module.out_features, module.bias is not None,
+                        device=module.weight.device, fp8_dtype=fp8_dtype)
+        setattr(parent, child, fp8)
+        replaced.append(name)
+    return replaced
