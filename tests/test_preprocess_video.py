@@ -1,0 +1,80 @@
+"""Frame-rate resampling and the official size policy (wan_animate.preprocess.video)."""
+import numpy as np
+import pytest
+
+from wan_animate.preprocess.video import (frame_indices_for_fps, frame_indices_for_timestamps, official_frame_count,
+                                          padding_resize, resample_frames_by_fps, resize_frames, resize_to_area,
+                                          target_size_for_area)
+
+
+def test_upsampling_25_to_30_fps_picks_nearest_frames_half_to_even():
+    indices = frame_indices_for_fps(100, 25, 30)
+    assert len(indices) == 120  # int(100 / 25 * 30)
+    # times i/30 s at 25 fps: 0, .833, 1.667, 2.5 (-> 2, half to even), 3.33, 4.17, 5
+    assert indices[:7] == [0, 1, 2, 2, 3, 4, 5]
+    assert max(indices) == 99
+
+
+def test_downsampling_60_to_30_fps_takes_every_other_frame():
+    assert frame_indices_for_fps(61, 60, 30) == list(range(0, 60, 2))
+
+
+def test_minus_one_keeps_every_source_frame():
+    frames = np.arange(50)[:, None]
+    assert np.array_equal(resample_frames_by_fps(frames, 24, -1), frames)
+
+
+def test_frame_count_falls_back_to_duration_when_container_count_is_off():
+    assert official_frame_count(100, 25, 4.0) == 100
+    assert official_frame_count(150, 25, 4.0) == 100  # 50% off: trust duration * fps
+    assert official_frame_count(105, 25, 4.0) == 105  # within 10%
+
+
+def test_variable_frame_rate_uses_nearest_timestamp():
+    timestamps = [0.0, 0.1, 0.15, 0.3, 0.4]
+    assert frame_indices_for_timestamps(timestamps, 10) == [0, 1, 2, 3, 4]
+    assert frame_indices_for_timestamps(timestamps, 5) == [0, 2, 4]
+    frames = np.arange(5)[:, None]
+    assert resample_frames_by_fps(frames, 0, 5, timestamps_s=timestamps).ravel().tolist() == [0, 2, 4]
+
+
+def test_bad_fps_and_empty_video_are_rejected():
+    with pytest.raises(ValueError, match="source fps"):
+        frame_indices_for_fps(10, 0, 30)
+    with pytest.raises(ValueError, match="0 frames"):
+        resample_frames_by_fps(np.zeros((0, 4, 4, 3), np.uint8), 30, 30)
+
+
+@pytest.mark.parametrize("hw, expected", [
+    ((1080, 1920), (720, 1280)),
+    ((1920, 1080), (1280, 720)),
+    ((1000, 1000), (960, 960)),
+    ((480, 640), (816, 1104)),  # sqrt(921600 * 3/4) = 831.4 -> 816; 921600 / 831.4 = 1108.5 -> 1104
+])
+def test_size_for_area_keeps_aspect_and_rounds_down_to_16(hw, expected):
+    assert target_size_for_area(*hw) == expected
+    assert target_size_for_area(*hw, area=512 * 512)[0] % 16 == 0
+
+
+def test_padding_resize_centres_wide_image_with_black_bars():
+    image = np.full((100, 200, 3), 77, np.uint8)
+    out = padding_resize(image, 200, 200)
+    assert out.shape == (200, 200, 3) and out.dtype == np.uint8
+    assert (out[50:150] == 77).all()
+    assert (out[:50] == 0).all() and (out[150:] == 0).all()
+
+
+def test_padding_resize_centres_tall_image_with_side_bars():
+    image = np.full((300, 100, 3), 9, np.uint8)
+    out = padding_resize(image, 150, 150)  # fits as 150 x 50, left pad int(100 / 2)
+    assert (out[:, 50:100] == 9).all()
+    assert (out[:, :50] == 0).all() and (out[:, 100:] == 0).all()
+
+
+def test_resize_frames_gives_sixteen_multiple_sizes():
+    frames = np.random.default_rng(0).integers(0, 255, (2, 90, 160, 3), dtype=np.uint8)
+    out = resize_frames(frames, area=64 * 64)
+    assert out.shape == (2, 48, 80, 3)  # sqrt(4096 * 9/16) = 48, 4096 / 48 = 85.3 -> 80
+    assert resize_to_area(frames[0], area=64 * 64).shape == (48, 80, 3)
+    # 85.3 x 48 content fitted into 80 x 48: the content is 80 wide and 45 high, centred, 1 black row on top
+    assert (out[:, 0] == 0).all() and out[:, 1:46].any()

@@ -1,0 +1,87 @@
+"""onnxruntime sessions for the preprocessing models, run over batches of any size.
+
+Exported detector and pose models come with either a fixed batch dimension (often 1) or a symbolic one; `OnnxModel`
+reads the model's input shape and splits (and, for a fixed batch above 1, pads) the work accordingly.
+"""
+from __future__ import annotations
+
+import os
+import numpy as np
+
+GPU_INSTALL_HINT = "pip install onnxruntime-gpu (in place of onnxruntime)"
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise ImportError("the pose preprocessing needs onnxruntime: pip install onnxruntime "
+                          f"(or, for CUDA, {GPU_INSTALL_HINT})") from err
+    return onnxruntime
+
+
+def choose_providers(device: str = "auto") -> list[str]:
+    """Execution providers for `device`: "auto" (CUDA when this onnxruntime has it, else CPU), "cuda" or "cpu"."""
+    available = _onnxruntime().get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device in ("cuda", "auto"):
+        if "CUDAExecutionProvider" in available:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if device == "cuda":
+            raise RuntimeError(f"device 'cuda' asked for, but this onnxruntime only has {available}; "
+                               f"install the GPU build: {GPU_INSTALL_HINT}")
+        return ["CPUExecutionProvider"]
+    raise ValueError(f"device: expected 'auto', 'cuda' or 'cpu'; got {device!r}")
+
+
+def _static_dim(dim) -> int | None:
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+class OnnxModel:
+    """One ONNX model with one image-like input [N, C, H, W]; `run` returns its first output for any N."""
+
+    def __init__(self, onnx_path: str | os.PathLike, device: str = "auto", max_batch: int = 8):
+        if not os.path.isfile(onnx_path):
+            raise FileNotFoundError(f"ONNX model file not found: {onnx_path}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1; got {max_batch}")
+        ort = _onnxruntime()
+        self.path = str(onnx_path)
+        self.session = ort.InferenceSession(self.path, providers=choose_providers(device))
+        model_input = self.session.get_inputs()[0]
+        if len(model_input.shape) != 4:
+            raise ValueError(f"{self.path}: expected a 4-D image input [N, C, H, W]; found {model_input.shape}")
+        self.input_name = model_input.name
+        self.output_name = self.session.get_outputs()[0].name
+        self.fixed_batch = _static_dim(model_input.shape[0])
+        self.max_batch = max_batch
+        height, width = (_static_dim(d) for d in model_input.shape[2:])
+        self.input_hw = (height, width) if height and width else None
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def _chunk_size(self) -> int:
+        return self.fixed_batch or self.max_batch
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """First output for `batch` [N, C, H, W] float32, computed in chunks the model accepts: [N, ...]."""
+        if batch.ndim != 4:
+            raise ValueError(f"{self.path}: input batch must be [N, C, H, W]; got shape {batch.shape}")
+        if len(batch) == 0:
+            raise ValueError(f"{self.path}: input batch is empty")
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        step = self._chunk_size()
+        outputs = []
+        for start in range(0, len(batch), step):
+            chunk = batch[start:start + step]
+            real = len(chunk)
+            if self.fixed_batch and real < self.fixed_batch:  # pad a fixed batch with copies of the last item
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.fixed_batch - real, axis=0)])
+            result = self.session.run([self.output_name], {self.input_name: chunk})[0]
+            outputs.append(result[:real])
+        return np.concatenate(outputs)
+
