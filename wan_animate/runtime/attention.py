@@ -27,7 +27,7 @@ BACKENDS = ("sdpa", "sage", "auto")
 SAGE_HEAD_DIMS = (64, 96, 128)
 SAGE_DTYPES = (torch.float16, torch.bfloat16)
 SAGE_MIN_CAPABILITY = (8, 0)
-SAGE_INSTALL_HINT = "install it with `pip install sageattention` (needs a CUDA build of PyTorch)"
+SAGE_INSTALL_HINT = "`pip install sageattention` into a CUDA build of PyTorch"
 
 _active_backend = "sdpa"
 _reported_fallbacks: set[str] = set()
@@ -79,7 +79,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | 
 def sage_problem(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sage_installed: bool) -> str | None:
     """Why SageAttention cannot run this call, or None when it can."""
     if not sage_installed:
-        return f"sageattention is not installed ({SAGE_INSTALL_HINT})"
+        return f"sageattention is not installed; {SAGE_INSTALL_HINT}"
     if q.device.type != "cuda":
         return f"tensors are on {q.device.type}, SageAttention needs CUDA"
     capability = torch.cuda.get_device_capability(q.device)

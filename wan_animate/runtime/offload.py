@@ -15,6 +15,9 @@ for block i's event, and the block's tensors are pointed at views of the device 
 (post-hook), they are pointed back at the host buffer and the device buffer is freed (after the compute stream is
 done with it). At most `prefetch + 1` offloaded blocks are on the device at once.
 
+Enable offloading after the weights are final (loaded, LoRA merged): a layer that later replaces its Parameter or
+buffer objects (e.g. `FP8Linear.set_weight`) is not seen by the packed copy; call `remove()` and offload again.
+
 On CPU and other non-CUDA devices the same scheduling runs with synchronous copies, which is what the tests exercise.
 Host buffers are allocated with `pin_memory=True`; PyTorch's pinned allocator rounds each allocation up to a power of
 two, so host memory use can be up to ~2x the offloaded bytes (about 1.25x for the 14B blocks).
