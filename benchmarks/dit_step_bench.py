@@ -1,7 +1,8 @@
 """Seconds per denoising step and peak VRAM of our Wan-Animate DiT, with random weights (timing needs no trained ones).
 
 One configuration per run (so the peak is clean); prints one JSON line. Configurations:
-  --fp8                   block Linear weights stored in fp8 (e4m3fn, per-tensor scale), upcast per layer
+  --fp8                   block and face-adapter Linear weights stored in fp8 (e4m3fn, per-tensor scale), as the
+                          loader's fp8 option stores them; upcast per layer
   --offload N | auto      offload the last N blocks (auto: planned for the free VRAM, or --vram-budget-gib)
   --attention sdpa|sage|auto
   --compile               torch.compile each block
@@ -26,6 +27,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from wan_animate.loading.dit import FP8_STORAGE_PREFIXES  # noqa: E402
 from wan_animate.model.dit import WanAnimateConfig, WanAnimateDiT  # noqa: E402
 from wan_animate.runtime import memory  # noqa: E402
 from wan_animate.runtime.attention import attention_backend, load_sageattn  # noqa: E402
@@ -64,11 +66,12 @@ def parse_args() -> argparse.Namespace:
 
 
 def build_model(config: WanAnimateConfig, device: torch.device, dtype: torch.dtype, fp8: bool) -> WanAnimateDiT:
-    """The DiT on `device` with random N(0, 0.02) weights; fp8 block Linears re-quantised from random weights."""
+    """The DiT on `device` with random N(0, 0.02) weights; with `fp8`, the Linears the loader stores in fp8 (blocks and
+    face adapter) hold quantised random weights."""
     with torch.device("meta"):
         model = WanAnimateDiT(config).to(dtype)
         if fp8:
-            swap_linears_to_fp8(model, lambda name: name.startswith("blocks."))
+            swap_linears_to_fp8(model, lambda name: name.startswith(FP8_STORAGE_PREFIXES))
     model = model.to_empty(device=device).eval().requires_grad_(False)
     g = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():

@@ -187,3 +187,37 @@ def test_compiled_blocks_keep_offload_hooks_and_outputs():
         compile_blocks(model.blocks, backend="eager")
     uncompile_blocks(model.blocks)
     assert not any(is_compiled(b) for b in model.blocks)
+
+
+def fp8_blocks(model: nn.Module) -> nn.Module:
+    """The DiT's block Linears replaced by FP8Linear layers holding the quantised weights."""
+    from wan_animate.runtime.fp8 import FP8Linear
+
+    for name, module in list(model.named_modules()):
+        if type(module) is nn.Linear and name.startswith("blocks."):
+            layer = FP8Linear(module.in_features, module.out_features, module.bias is not None)
+            layer.set_weight(module.weight.data)
+            layer.bias.data.copy_(module.bias.data)
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, layer)
+    return model
+
+
+@pytest.mark.parametrize("fp8, prefetch", [(False, 1), (False, 2), (True, 1)])
+def test_tiny_dit_outputs_identical_with_offloading(fp8, prefetch):
+    helpers_dit = pytest.importorskip("helpers_dit")
+    reference = helpers_dit.build_tiny_dit(seed=3)
+    if fp8:
+        fp8_blocks(reference)
+    inputs = helpers_dit.tiny_inputs(helpers_dit.tiny_config())
+    expected = helpers_dit.run_dit(reference, inputs)
+    model = copy.deepcopy(reference)
+    events = []
+    offloader = enable_block_offload(model, "cpu", 4, prefetch, on_event=lambda *e: events.append(e))
+    if fp8:
+        assert any(t.dtype == torch.float8_e4m3fn for t in offloader.packed[5].tensors)
+        assert any(t.shape == () and t.dtype == torch.float32 for t in offloader.packed[5].tensors)  # scales
+    got = helpers_dit.run_dit(model, inputs)
+    assert torch.equal(got, expected)
+    assert [i for kind, i in events if kind == "release"] == [2, 3, 4, 5]
+    assert offloader.stats.on_demand == 0 and offloader.resident_indices == []

@@ -214,7 +214,11 @@ class BlockOffloader:
 
 
 def enable_block_offload(
-    model: nn.Module, device: str | torch.device, offload_count: int, prefetch: int = 1
+    model: nn.Module,
+    device: str | torch.device,
+    offload_count: int,
+    prefetch: int = 1,
+    on_event: EventCallback | None = None,
 ) -> BlockOffloader:
     """Offload the last `offload_count` of `model.blocks`; everything else of the model is moved to `device`.
 
@@ -231,7 +235,7 @@ def enable_block_offload(
         param.data = param.data.to(device)
     for name, buffer in model.named_buffers(recurse=False):
         setattr(model, name, buffer.to(device))
-    return BlockOffloader(blocks, device, offload_count, prefetch)
+    return BlockOffloader(blocks, device, offload_count, prefetch, on_event)
 
 
 class _SyncCopier:
