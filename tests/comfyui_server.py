@@ -296,9 +296,7 @@ def queue_and_wait(server: ComfyUIServer, workflow: dict, timeout: float = 300.0
     """
     from wan_animate.client import ComfyClient
 
-    client = ComfyClient(server.url)
-    prompt_id = client.queue(workflow)
-    return client.wait(prompt_id, timeout=timeout)
+    return ComfyClient(server.url).run_prompt(workflow, timeout=timeout)[1]
 
 
 # ---- launcher: run ComfyUI's main.py in this process -------------------------------------------------------------

@@ -1,0 +1,431 @@
+"""Headless client: queue an API-format workflow on a running ComfyUI and download what it produced.
+
+    python -m wan_animate.client --server http://127.0.0.1:8188 --workflow workflows/api/animate.json \
+        --image char.png --video drive.mp4 --set 12.seed=7 --out outdir
+
+Steps: upload the character image and the driving video through /upload/image (ComfyUI stores any file sent there in
+its input folder), write the stored names into the workflow's loader nodes (rules below), apply the --set overrides,
+POST /prompt with a client id, follow progress over the /ws websocket (or poll /history when the `websocket-client`
+package is absent), then download every output file through /view.
+
+Patch rules (which node input receives an uploaded file), in this order:
+- `--image-node ID[.INPUT]` / `--video-node ID[.INPUT]` name the target explicitly;
+- otherwise every node whose class_type and input name appear in IMAGE_TARGETS / VIDEO_TARGETS (core LoadImage.image,
+  core LoadVideo.file) or whose class_type starts with "WanAnimate" and has an input named in PACK_IMAGE_INPUTS /
+  PACK_VIDEO_INPUTS holding a file name;
+- `--set ID.INPUT=VALUE` runs last and wins (VALUE is read as JSON when it parses, else kept as a string).
+Only this module's standard library and, when installed, `websocket-client` are used; it never imports ComfyUI.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import mimetypes
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+IMAGE_TARGETS = {"LoadImage": "image"}
+VIDEO_TARGETS = {"LoadVideo": "file"}
+PACK_PREFIX = "WanAnimate"
+PACK_IMAGE_INPUTS = ("image", "character_image", "reference_image")
+PACK_VIDEO_INPUTS = ("video", "driving_video", "file")
+OUTPUT_TYPES = ("output",)
+
+
+class ComfyUIError(RuntimeError):
+    """Any failure talking to ComfyUI or running the workflow."""
+
+
+class ServerUnreachable(ComfyUIError):
+    pass
+
+
+class PromptRejected(ComfyUIError):
+    """ComfyUI refused the workflow at validation (HTTP 400 from /prompt)."""
+
+    def __init__(self, error: dict | str, node_errors: dict):
+        self.error = error
+        self.node_errors = node_errors
+        super().__init__(format_prompt_rejection(error, node_errors))
+
+
+class ExecutionFailed(ComfyUIError):
+    """A node raised while the workflow ran."""
+
+    def __init__(self, details: dict):
+        self.details = details
+        super().__init__(format_execution_error(details))
+
+
+def format_prompt_rejection(error: dict | str, node_errors: dict) -> str:
+    """ComfyUI's /prompt rejection as readable lines: the summary, then one line per node error."""
+    if isinstance(error, dict):
+        summary = error.get("message", "prompt rejected")
+        if error.get("details"):
+            summary += f": {error['details']}"
+    else:
+        summary = str(error)
+    lines = [f"ComfyUI rejected the workflow: {summary}"]
+    for node_id, entry in sorted(node_errors.items(), key=lambda item: str(item[0])):
+        class_type = entry.get("class_type", "?")
+        for reason in entry.get("errors", []):
+            text = reason.get("message", "error")
+            if reason.get("details"):
+                text += f" ({reason['details']})"
+            lines.append(f"  node {node_id} [{class_type}]: {text}")
+    return "\n".join(lines)
+
+
+def format_execution_error(details: dict) -> str:
+    """An execution_error message as 'node ID [TYPE] raised TYPE: message', plus the traceback's last line."""
+    node = f"node {details.get('node_id', '?')} [{details.get('node_type', '?')}]"
+    exception = f"{details.get('exception_type', 'Exception')}: {details.get('exception_message', '').strip()}"
+    text = f"ComfyUI failed while running {node}: {exception}"
+    traceback = details.get("traceback") or []
+    if traceback:
+        text += f"\n  at {str(traceback[-1]).strip()}"
+    return text
+
+
+def parse_assignment(text: str) -> tuple[str, str, object]:
+    """'12.seed=7' -> ('12', 'seed', 7); the value is JSON when it parses, else the raw string."""
+    target, sep, raw = text.partition("=")
+    node_id, dot, input_name = target.partition(".")
+    if not sep or not dot or not node_id or not input_name:
+        raise ValueError(f"--set expects NODE_ID.INPUT=VALUE, found {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return node_id, input_name, value
+
+
+def _parse_target(text: str, default_input: str | None) -> tuple[str, str | None]:
+    node_id, _, input_name = text.partition(".")
+    return node_id, input_name or default_input
+
+
+def find_targets(workflow: dict, kind: str) -> list[tuple[str, str]]:
+    """(node id, input name) pairs that take the uploaded `kind` ('image' or 'video') under the default rules."""
+    core = IMAGE_TARGETS if kind == "image" else VIDEO_TARGETS
+    pack_inputs = PACK_IMAGE_INPUTS if kind == "image" else PACK_VIDEO_INPUTS
+    targets = []
+    for node_id, node in workflow.items():
+        class_type = node.get("class_type", "")
+        inputs = node.get("inputs", {})
+        if class_type in core and core[class_type] in inputs:
+            targets.append((node_id, core[class_type]))
+        elif class_type.startswith(PACK_PREFIX):
+            targets += [(node_id, name) for name in pack_inputs if isinstance(inputs.get(name), str)]
+    return sorted(targets, key=lambda t: (len(t[0]), t[0], t[1]))
+
+
+def patch_workflow(
+    workflow: dict,
+    uploads: dict[str, str],
+    explicit: dict[str, str] | None = None,
+    assignments: list[tuple[str, str, object]] = (),
+) -> dict:
+    """A copy of `workflow` with uploaded file names written into their loader nodes, then `assignments` applied.
+
+    uploads: kind ('image'/'video') -> name as stored by ComfyUI. explicit: kind -> 'ID' or 'ID.INPUT' overriding the
+    default rules. A kind with no target, or (without `explicit`) with several targets, is an error naming them.
+    """
+    patched = json.loads(json.dumps(workflow))
+    explicit = explicit or {}
+    for kind, stored_name in uploads.items():
+        if kind in explicit:
+            node_id, input_name = _parse_target(explicit[kind], None)
+            if node_id not in patched:
+                raise ValueError(f"--{kind}-node {explicit[kind]}: the workflow has no node {node_id}")
+            if input_name is None:
+                matches = find_targets({node_id: patched[node_id]}, kind)
+                if len(matches) != 1:
+                    raise ValueError(
+                        f"--{kind}-node {node_id}: cannot tell which input takes the {kind}; use {node_id}.INPUT"
+                    )
+                input_name = matches[0][1]
+            targets = [(node_id, input_name)]
+        else:
+            targets = find_targets(patched, kind)
+            if not targets:
+                raise ValueError(
+                    f"the workflow has no node that takes the {kind} (looked for {_rules_text(kind)}); "
+                    f"name one with --{kind}-node ID.INPUT"
+                )
+            if len(targets) > 1:
+                listed = ", ".join(f"{n}.{i} [{patched[n]['class_type']}]" for n, i in targets)
+                raise ValueError(f"several nodes could take the {kind} ({listed}); choose one with --{kind}-node ID.INPUT")
+        for node_id, input_name in targets:
+            patched[node_id].setdefault("inputs", {})[input_name] = stored_name
+    for node_id, input_name, value in assignments:
+        if node_id not in patched:
+            raise ValueError(f"--set {node_id}.{input_name}: the workflow has no node {node_id}")
+        patched[node_id].setdefault("inputs", {})[input_name] = value
+    return patched
+
+
+def _rules_text(kind: str) -> str:
+    core = IMAGE_TARGETS if kind == "image" else VIDEO_TARGETS
+    pack_inputs = PACK_IMAGE_INPUTS if kind == "image" else PACK_VIDEO_INPUTS
+    listed = [f"{c}.{i}" for c, i in core.items()] + [f"{PACK_PREFIX}*.{i}" for i in pack_inputs]
+    return ", ".join(listed)
+
+
+def output_files(history_entry: dict, types: tuple[str, ...] = OUTPUT_TYPES) -> list[dict]:
+    """File references ({filename, subfolder, type}) in a /history entry's outputs, in node order."""
+    files = []
+    for node_id in sorted(history_entry.get("outputs", {}), key=lambda n: (len(n), n)):
+        for value in history_entry["outputs"][node_id].values():
+            if not isinstance(value, list):
+                continue
+            for item in value:
+                if isinstance(item, dict) and "filename" in item and item.get("type", "output") in types:
+                    files.append(item)
+    return files
+
+
+@dataclass
+class ComfyClient:
+    """A thin HTTP/websocket client for one ComfyUI server."""
+
+    server: str
+    timeout: float = 30.0
+    use_websocket: bool = True  # False: poll /history only
+
+    def __post_init__(self) -> None:
+        self.server = self.server.rstrip("/")
+        self.client_id = uuid.uuid4().hex
+
+    def _open(self, request: urllib.request.Request | str):
+        url = request if isinstance(request, str) else request.full_url
+        try:
+            return urllib.request.urlopen(request, timeout=self.timeout)
+        except urllib.error.HTTPError:
+            raise
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            reason = getattr(error, "reason", error)
+            raise ServerUnreachable(f"cannot reach ComfyUI at {self.server} ({url}): {reason}") from error
+
+    def get_json(self, route: str):
+        with self._open(self.server + route) as response:
+            return json.loads(response.read())
+
+    def upload(self, path: Path, kind: str = "input") -> str:
+        """Upload a file (image or video) into ComfyUI's input folder; returns the name ComfyUI stored it under."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{kind} file {path} does not exist")
+        boundary = uuid.uuid4().hex
+        mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        parts = [
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{path.name}"\r\n'
+            f"Content-Type: {mime}\r\n\r\n".encode() + path.read_bytes() + b"\r\n",
+            f'--{boundary}\r\nContent-Disposition: form-data; name="type"\r\n\r\ninput\r\n'.encode(),
+            f'--{boundary}\r\nContent-Disposition: form-data; name="overwrite"\r\n\r\ntrue\r\n'.encode(),
+            f"--{boundary}--\r\n".encode(),
+        ]
+        request = urllib.request.Request(
+            self.server + "/upload/image", data=b"".join(parts),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        try:
+            with self._open(request) as response:
+                stored = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            raise ComfyUIError(f"ComfyUI refused the upload of {path} (HTTP {error.code})") from error
+        return f"{stored['subfolder']}/{stored['name']}" if stored.get("subfolder") else stored["name"]
+
+    def queue(self, workflow: dict) -> str:
+        """POST /prompt; returns the prompt id, raising PromptRejected with ComfyUI's node errors."""
+        body = json.dumps({"prompt": workflow, "client_id": self.client_id}).encode()
+        request = urllib.request.Request(
+            self.server + "/prompt", data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with self._open(request) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            try:
+                answer = json.loads(error.read())
+            except json.JSONDecodeError:
+                raise ComfyUIError(f"ComfyUI answered HTTP {error.code} to /prompt") from error
+            raise PromptRejected(answer.get("error", "prompt rejected"), answer.get("node_errors", {})) from error
+        return answer["prompt_id"]
+
+    def history(self, prompt_id: str) -> dict | None:
+        """The /history entry of a prompt, or None while it has not finished."""
+        return self.get_json(f"/history/{urllib.parse.quote(prompt_id)}").get(prompt_id)
+
+    def run_prompt(
+        self, workflow: dict, timeout: float = 3600.0, on_event: Callable[[str, dict], None] | None = None
+    ) -> tuple[str, dict]:
+        """Queue a workflow and wait for it; returns (prompt id, /history entry).
+
+        The websocket opens before the prompt is queued so that no progress message of a fast run is missed.
+        """
+        connection = self._open_websocket()
+        try:
+            prompt_id = self.queue(workflow)
+            if connection is not None:
+                self._follow_websocket(connection, prompt_id, timeout, on_event)
+        finally:
+            if connection is not None:
+                connection.close()
+        return prompt_id, self._finished_entry(prompt_id, timeout)
+
+    def wait(self, prompt_id: str, timeout: float = 3600.0, on_event: Callable[[str, dict], None] | None = None) -> dict:
+        """Wait for an already queued prompt; returns its /history entry, raising ExecutionFailed on a node error."""
+        connection = self._open_websocket()
+        if connection is not None:
+            try:
+                if self.history(prompt_id) is None:
+                    self._follow_websocket(connection, prompt_id, timeout, on_event)
+            finally:
+                connection.close()
+        return self._finished_entry(prompt_id, timeout)
+
+    def _finished_entry(self, prompt_id: str, timeout: float) -> dict:
+        """Poll /history until the prompt's entry exists (ComfyUI writes it when the prompt is done, failed or not)."""
+        deadline = time.monotonic() + timeout
+        entry = self.history(prompt_id)
+        while entry is None:
+            if time.monotonic() > deadline:
+                raise ComfyUIError(f"prompt {prompt_id} did not finish within {timeout:.0f} s")
+            time.sleep(0.5)
+            entry = self.history(prompt_id)
+        status = entry.get("status", {})
+        for event, data in status.get("messages", []):
+            if event == "execution_error":
+                raise ExecutionFailed(data)
+            if event == "execution_interrupted":
+                raise ComfyUIError(f"prompt {prompt_id} was interrupted at node {data.get('node_id')}")
+        if status.get("status_str") == "error":
+            raise ComfyUIError(f"prompt {prompt_id} ended with status 'error' and no execution_error message")
+        return entry
+
+    def _open_websocket(self):
+        """A connection to /ws for this client id, or None (disabled, `websocket-client` absent, or refused)."""
+        if not self.use_websocket:
+            return None
+        try:
+            import websocket  # the websocket-client package; without it /history is polled
+        except ImportError:
+            return None
+        ws_url = "ws" + self.server[len("http"):] + f"/ws?clientId={self.client_id}"
+        try:
+            return websocket.create_connection(ws_url, timeout=self.timeout)
+        except (OSError, websocket.WebSocketException):
+            return None  # a proxy without websockets, an old server: /history is polled instead
+
+    def _follow_websocket(self, connection, prompt_id: str, timeout: float, on_event) -> None:
+        """Read /ws messages until the prompt finishes; errors and outputs are then read from /history."""
+        import websocket
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            connection.settimeout(max(0.1, min(5.0, deadline - time.monotonic())))
+            try:
+                raw = connection.recv()
+            except websocket.WebSocketTimeoutException:
+                if self.history(prompt_id) is not None:
+                    return
+                continue
+            except websocket.WebSocketConnectionClosedException:
+                return
+            if not isinstance(raw, str):
+                continue  # binary latent previews
+            message = json.loads(raw)
+            event, data = message.get("type"), message.get("data") or {}
+            if data.get("prompt_id") not in (None, prompt_id):
+                continue
+            if on_event is not None:
+                on_event(event, data)
+            finished = event == "executing" and data.get("node") is None and data.get("prompt_id") == prompt_id
+            if finished or event in ("execution_success", "execution_error", "execution_interrupted"):
+                return
+
+    def download(self, file_ref: dict, out_dir: Path) -> Path:
+        """Fetch one output file through /view into out_dir (keeping its subfolder)."""
+        query = urllib.parse.urlencode(
+            {"filename": file_ref["filename"], "subfolder": file_ref.get("subfolder", ""),
+             "type": file_ref.get("type", "output")}
+        )
+        target = Path(out_dir) / file_ref.get("subfolder", "") / file_ref["filename"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self._open(f"{self.server}/view?{query}") as response:
+            target.write_bytes(response.read())
+        return target
+
+
+def print_progress(event: str, data: dict) -> None:
+    """The default progress printer (stderr)."""
+    if event == "execution_start":
+        print(f"started prompt {data.get('prompt_id')}", file=sys.stderr, flush=True)
+    elif event == "executing" and data.get("node") is not None:
+        print(f"running node {data['node']}", file=sys.stderr, flush=True)
+    elif event == "progress":
+        print(f"  node {data.get('node')}: {data.get('value')}/{data.get('max')}", file=sys.stderr, flush=True)
+
+
+def run(args: argparse.Namespace) -> list[Path]:
+    """Upload, patch, queue, wait, download; returns the downloaded files."""
+    workflow = json.loads(Path(args.workflow).read_text(encoding="utf-8"))
+    if not isinstance(workflow, dict) or not all(isinstance(n, dict) and "class_type" in n for n in workflow.values()):
+        raise ValueError(f"{args.workflow} is not an API-format workflow (node id -> {{class_type, inputs}})")
+    assignments = [parse_assignment(text) for text in args.set]
+    client = ComfyClient(args.server, timeout=args.http_timeout)
+    client.get_json("/system_stats")
+    uploads = {}
+    if args.image:
+        uploads["image"] = client.upload(Path(args.image), "image")
+    if args.video:
+        uploads["video"] = client.upload(Path(args.video), "video")
+    explicit = {k: v for k, v in (("image", args.image_node), ("video", args.video_node)) if v}
+    patched = patch_workflow(workflow, uploads, explicit, assignments)
+    _, entry = client.run_prompt(patched, timeout=args.timeout, on_event=None if args.quiet else print_progress)
+    types = OUTPUT_TYPES + (("temp",) if args.include_previews else ())
+    return [client.download(ref, Path(args.out)) for ref in output_files(entry, types)]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m wan_animate.client", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI base URL")
+    parser.add_argument("--workflow", required=True, help="API-format workflow JSON (workflows/api/*.json)")
+    parser.add_argument("--image", help="character image to upload and patch into the workflow")
+    parser.add_argument("--video", help="driving video to upload and patch into the workflow")
+    parser.add_argument("--image-node", help="ID or ID.INPUT that receives the image (overrides the default rules)")
+    parser.add_argument("--video-node", help="ID or ID.INPUT that receives the video (overrides the default rules)")
+    parser.add_argument("--set", action="append", default=[], metavar="ID.INPUT=VALUE",
+                        help="override one node input (VALUE parsed as JSON when possible); repeatable")
+    parser.add_argument("--out", default="out", help="folder for the downloaded outputs")
+    parser.add_argument("--timeout", type=float, default=6 * 3600.0, help="seconds to wait for the run")
+    parser.add_argument("--http-timeout", type=float, default=60.0, help="seconds for each HTTP request")
+    parser.add_argument("--include-previews", action="store_true", help="also download temp (preview) images")
+    parser.add_argument("--quiet", action="store_true", help="do not print progress")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        files = run(args)
+    except (ComfyUIError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for path in files:
+        print(path)
+    if not files:
+        print("the workflow finished but produced no output files", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
