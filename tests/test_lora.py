@@ -6,30 +6,43 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
-from wan_animate.loading.lora import apply_loras, applied_loras, load_lora, remove_all_loras, remove_loras
+from wan_animate.loading.lora import (
+    apply_loras,
+    applied_loras,
+    load_lora,
+    remove_all_loras,
+    remove_loras,
+    set_loras,
+)
 from wan_animate.loading.lora_fp8 import LoraFP8Linear
 from wan_animate.runtime.fp8 import FP8Linear, linear_weight, swap_linears_to_fp8
 
 RANK = 3
 
 
-class TinyAttention(nn.Module):
+class TinySelfAttention(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.q = nn.Linear(dim, dim)
+
+
+class TinyCrossAttention(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
         self.k_img = nn.Linear(dim, dim)
 
 
 class TinyBlock(nn.Module):
     def __init__(self, dim: int = 8, ffn: int = 12):
         super().__init__()
-        self.self_attn = TinyAttention(dim)
+        self.self_attn = TinySelfAttention(dim)
+        self.cross_attn = TinyCrossAttention(dim)
         self.norm3 = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn), nn.GELU(), nn.Linear(ffn, dim))
         self.modulation = nn.Parameter(torch.randn(1, 6, dim))
 
     def forward(self, x):
-        x = self.norm3(x + self.self_attn.q(x) + self.self_attn.k_img(x))
+        x = self.norm3(x + self.self_attn.q(x) + self.cross_attn.k_img(x))
         return x + self.ffn(x)
 
 
@@ -60,7 +73,7 @@ def factors(seed: int, targets: dict[str, tuple[int, int]]) -> dict[str, tuple[t
     }
 
 
-LINEARS = {"blocks.0.self_attn.q": (8, 8), "blocks.1.self_attn.k_img": (8, 8), "blocks.1.ffn.0": (8, 12)}
+LINEARS = {"blocks.0.self_attn.q": (8, 8), "blocks.1.cross_attn.k_img": (8, 8), "blocks.1.ffn.0": (8, 12)}
 
 
 def peft_state(pairs, prefix: str = "", adapter: str = "") -> dict[str, torch.Tensor]:
@@ -138,6 +151,23 @@ def test_all_layouts_give_the_same_weights(tmp_path):
         assert_weights(model, expected)
 
 
+def test_diffusers_names_map_to_the_original_ones(tmp_path):
+    pairs = factors(17, LINEARS)
+    diffusers_names = {
+        "blocks.0.self_attn.q": "blocks.0.attn1.to_q",
+        "blocks.1.cross_attn.k_img": "blocks.1.attn2.add_k_proj",
+        "blocks.1.ffn.0": "blocks.1.ffn.net.0.proj",
+    }
+    state = peft_state({diffusers_names[name]: pair for name, pair in pairs.items()}, "transformer.")
+    state["transformer.blocks.0.norm2.diff"] = torch.ones(8)  # diffusers' norm2 is the original affine norm3
+    model = tiny_model()
+    expected = hand_merged(model, pairs, 1.0)
+    expected["blocks.0.norm3.weight"] = expected["blocks.0.norm3.weight"] + 1
+    report = apply_loras(model, [(load_lora(save_safetensors(tmp_path, "d.safetensors", state)), 1.0)])
+    assert report.unmatched["d.safetensors"] == []
+    assert_weights(model, expected)
+
+
 def test_kohya_alpha_scales_by_alpha_over_rank(tmp_path):
     pairs = factors(3, {"blocks.0.ffn.2": (12, 8)})
     path = save_safetensors(tmp_path, "k.safetensors", kohya_state(pairs, alpha=1.5, underscore=True))
@@ -208,12 +238,20 @@ def test_shape_mismatch_names_the_key_and_changes_nothing(tmp_path):
     lora = load_lora(save_safetensors(tmp_path, "m.safetensors", peft_state({**good, **bad}, "diffusion_model.")))
     model = tiny_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match=r"key 'blocks.1.ffn.0'.*\[16, 8\] delta.*'blocks.1.ffn.0.weight' is \(12, 8\)"):
+    message = r"key 'blocks.1.ffn.0'.*\[16, 8\] delta.*'blocks.1.ffn.0.weight' is \(12, 8\)"
+    with pytest.raises(ValueError, match=message):
         apply_loras(model, [(lora, 1.0)])
     assert_weights(model, before, atol=0)
     diff_state = {"diffusion_model.blocks.0.norm3.diff": torch.zeros(9)}
     with pytest.raises(ValueError, match=r"key 'blocks.0.norm3.diff' has shape \(9,\).*'blocks.0.norm3.weight'"):
         apply_loras(model, [(load_lora(save_safetensors(tmp_path, "n.safetensors", diff_state)), 1.0)])
+
+
+def test_guess_names_diffusers_models_of_other_families(tmp_path):
+    state = {"transformer_blocks.0.attn.to_q.lora_A.weight": torch.zeros(RANK, 8),
+             "transformer_blocks.0.attn.to_q.lora_B.weight": torch.zeros(8, RANK)}
+    with pytest.raises(ValueError, match=r"looks like a diffusers-format \(non-Wan\) LoRA"):
+        apply_loras(tiny_model(), [(load_lora(save_safetensors(tmp_path, "x.safetensors", state)), 1.0)])
 
 
 def test_malformed_and_unsupported_files_are_refused(tmp_path):
@@ -257,6 +295,20 @@ def test_stacking_and_undo_in_reverse_order(tmp_path):
     remove_all_loras(model)
     assert_weights(model, original, atol=0)
     assert applied_loras(model) == []
+
+
+def test_set_loras_switches_stacks_and_skips_unchanged_ones(tmp_path):
+    first, second = factors(18, LINEARS), factors(19, {"blocks.0.ffn.2": (12, 8)})
+    lora1 = load_lora(save_safetensors(tmp_path, "one.safetensors", peft_state(first, "diffusion_model.")))
+    lora2 = load_lora(save_safetensors(tmp_path, "two.safetensors", peft_state(second, "diffusion_model.")))
+    model = tiny_model()
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    reports = set_loras(model, [(lora1, 1.0), (lora2, 0.5)])
+    assert set_loras(model, [(lora1, 1.0), (lora2, 0.5)]) == reports  # unchanged: nothing re-applied
+    set_loras(model, [(lora1, 0.25)])
+    assert_weights(model, hand_merged(tiny_model(), first, 0.25))
+    set_loras(model, [])
+    assert_weights(model, original, atol=0)
 
 
 def test_low_precision_weights_are_merged_in_float32(tmp_path):

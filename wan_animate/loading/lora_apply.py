@@ -8,7 +8,11 @@ exact (see `lora_fp8`). Stacking: call `apply_loras` once with several LoRAs, or
 Undo (to change strengths without reloading the model): `apply_loras(..., keep_originals=True)` (the default) copies
 each merged weight to the CPU before changing it, and `remove_loras(model, report)` puts them back bit-exactly and
 detaches its fp8 deltas. Removals go in reverse order of application (checked); `remove_all_loras(model)` undoes every
-application. With keep_originals=False nothing is copied and the merge cannot be undone.
+application. With keep_originals=False nothing is copied and the merge cannot be undone. `set_loras(model, loras)`
+makes the model carry exactly the given LoRAs (what a ComfyUI node re-executed with a new strength wants): it does
+nothing when they are already applied, else removes every application and applies them.
+Host memory for the originals: one copy of every merged weight (about 32 GB for a LoRA on all block Linear layers of
+the bf16 14B model; nothing for fp8 layers, whose deltas are removed exactly without a copy).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ _APPLIED_ATTR = "_wan_animate_lora_reports"
 class LoraReport:
     """What one `apply_loras` call did, per LoRA name."""
 
+    requested: list[tuple[str, float]] = field(default_factory=list)  # (LoRA name, strength), in order
     matched: dict[str, list[str]] = field(default_factory=dict)  # model parameters each LoRA changed
     unmatched: dict[str, list[str]] = field(default_factory=dict)  # LoRA targets with no counterpart in the model
     ignored_keys: dict[str, list[str]] = field(default_factory=dict)  # file keys of no known kind
@@ -68,15 +73,15 @@ def apply_loras(model: nn.Module, loras: list[tuple[LoRA, float]], keep_original
     modules = dict(model.named_modules())
     params = dict(model.named_parameters())
     flat_names = {name.replace(".", "_"): name for name in modules if name}
-    report = LoraReport(can_undo=keep_originals)
+    report = LoraReport(can_undo=keep_originals, requested=[(lora.name, float(s)) for lora, s in loras])
     changes: list[tuple[int, _Change]] = []
     for index, (lora, strength) in enumerate(loras):
         label = _unique_label(lora.name, report.matched)
         lora_changes, unmatched = _plan_lora(lora, float(strength), modules, params, flat_names)
         if not lora_changes:
             raise ValueError(
-                f"LoRA {lora.name} matches no layer of this model; it looks like a {guess_lora_family(lora.source_keys)} "
-                f"LoRA (its targets: {sorted(lora.targets)[:5]})"
+                f"LoRA {lora.name} matches no layer of this model; it looks like a "
+                f"{guess_lora_family(lora.source_keys)} LoRA (its targets: {sorted(lora.targets)[:5]})"
             )
         report.matched[label] = sorted({change.param_name for change in lora_changes})
         report.unmatched[label] = unmatched
@@ -121,6 +126,17 @@ def remove_loras(model: nn.Module, report: LoraReport) -> None:
     for layer_name, entry in report.fp8_entries:
         remove_fp8_delta(model.get_submodule(layer_name), entry)
     setattr(model, _APPLIED_ATTR, applied[:-1])
+
+
+def set_loras(model: nn.Module, loras: list[tuple[LoRA, float]], keep_originals: bool = True) -> list[LoraReport]:
+    """Make `model` carry exactly `loras` (by name and strength, in order); returns the applications now on it."""
+    wanted = [(lora.name, float(strength)) for lora, strength in loras]
+    current = [pair for report in applied_loras(model) for pair in report.requested]
+    if current != wanted:
+        remove_all_loras(model)
+        if loras:
+            apply_loras(model, loras, keep_originals)
+    return applied_loras(model)
 
 
 def remove_all_loras(model: nn.Module) -> None:

@@ -8,6 +8,8 @@ Layouts understood (any mix, per key):
 - ComfyUI / diffusion-pipe safetensors: the same names under `diffusion_model.` or `model.diffusion_model.`.
 - kohya-style: `lora_down.weight` / `lora_up.weight` / `alpha` (scale alpha / rank), with dotted module names or
   `lora_unet_blocks_0_self_attn_q` underscore names (resolved against the model's modules when applied).
+- diffusers Wan names (`transformer.blocks.0.attn1.to_q.lora_A.weight`), mapped to the original names
+  (`lora_diffusers`).
 - full deltas as distillation LoRAs ship them: `<module>.diff` (added to the weight, e.g. a norm's) and
   `<module>.diff_b` (added to the bias).
 """
@@ -19,11 +21,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .lora_diffusers import diffusers_to_wan
 from .state_dict import load_state_dict
 
 KEY_PREFIXES = ("base_model.model.", "model.diffusion_model.", "diffusion_model.", "lora_unet_")
 _FACTOR = re.compile(r"^(?P<target>.+)\.lora_(?P<kind>A|B|down|up)(?:\.[A-Za-z0-9_-]+)?\.weight$")
 _UNSUPPORTED = ("dora_scale", "lora_mid", "hada_", "lokr_", "oft_", "glora_")
+_DIFFUSERS_MARKERS = ("attn1.", "attn2.", "condition_embedder.")
 
 
 @dataclass
@@ -66,6 +70,7 @@ def lora_from_state_dict(state: dict[str, torch.Tensor], name: str) -> LoRA:
     """Normalise a LoRA state dict (any layout above)."""
     targets: dict[str, LoraTarget] = {}
     ignored: list[str] = []
+    diffusers_names = any(marker in key for key in state for marker in _DIFFUSERS_MARKERS)
     for key, tensor in state.items():
         if any(marker in key for marker in _UNSUPPORTED):
             raise ValueError(
@@ -77,6 +82,8 @@ def lora_from_state_dict(state: dict[str, torch.Tensor], name: str) -> LoRA:
             ignored.append(key)
             continue
         target_name, field_name = parsed
+        if diffusers_names:
+            target_name = diffusers_to_wan(target_name)
         target = targets.setdefault(target_name, LoraTarget())
         if getattr(target, field_name) is not None:
             raise ValueError(f"LoRA {name}: '{field_name}' of module '{target_name}' is given twice (key '{key}')")
@@ -138,8 +145,7 @@ def guess_lora_family(keys: list[str]) -> str:
         (("joint_blocks",), "Stable Diffusion 3"),
         (("input_blocks", "down_blocks", "lora_unet_down", "lora_unet_input"), "Stable Diffusion (UNet)"),
         (("lora_te", "text_model", "encoder.block"), "text-encoder"),
-        (("attn1.to_q", "attn1_to_q", "transformer_blocks"), "diffusers-format (other key names than the original "
-                                                              "Wan ones; convert it to ComfyUI/original names)"),
+        (("transformer_blocks", "attn1_to_q"), "diffusers-format (non-Wan)"),
         (("self_attn", "cross_attn"), "Wan, with an unrecognised key prefix or another model's layer names"),
     )
     for markers, family in guesses:
