@@ -234,7 +234,7 @@ def load_dit(
     with index.reader(device) as read:
         _check_quant_configs(quant, read)
         for name in weight_names:
-            scale = read(scale_keys[name]).float() if name in scale_keys else None
+            scale = _per_tensor_scale(read(scale_keys[name]), scale_keys[name]) if name in scale_keys else None
             _assign(model, name, _stored_tensor(model, name, read(name), scale, dtype))
     _fill_constant_buffers(model, device, dtype)
     return model.eval().requires_grad_(False)
@@ -251,6 +251,13 @@ def _fp8_layer_names(model: nn.Module, index: CheckpointIndex, names: list[str],
     if storage_dtype is not None:
         chosen |= {n for n in linears if n.startswith(FP8_STORAGE_PREFIXES)}
     return chosen
+
+
+def _per_tensor_scale(scale: torch.Tensor, key: str) -> torch.Tensor:
+    if scale.numel() != 1:
+        raise ValueError(f"checkpoint key '{key}' has shape {list(scale.shape)}; a per-tensor scale (one value) "
+                         "is expected")
+    return scale.float().reshape(())
 
 
 def _stored_tensor(model: nn.Module, name: str, tensor: torch.Tensor, scale: torch.Tensor | None,
