@@ -85,3 +85,17 @@ def test_block_bytes_from_modules_and_from_sizes():
     fp8 = memory.estimate_block_bytes(5120, 13824, weight_bytes=1)
     assert bf16 == (10 * 5120**2 + 2 * 5120 * 13824) * 2 + (18 * 5120 + 13824) * 2 + 6 * 5120 * 4
     assert bf16 - fp8 == 10 * 5120**2 + 2 * 5120 * 13824
+
+
+def test_plan_for_a_built_model():
+    helpers_dit = pytest.importorskip("helpers_dit")
+    model = helpers_dit.build_tiny_dit()
+    sizes = memory.block_bytes(model.blocks)
+    other = memory.module_bytes(model) - sum(sizes)
+    tokens = 3 * 2 * 3
+    activations = memory.estimate_activation_bytes(tokens, 32, 48, torch.float32)
+    # room for 5 of the 6 (equal) blocks: offloading 1 or 2 saves nothing (2 streamed at once), 3 resident + 2 fits
+    assert len(set(sizes)) == 1
+    free = other + activations + 5 * sizes[0]
+    assert memory.plan_offload_for_model(model, free, tokens, torch.float32, margin_bytes=0) == 3
+    assert memory.plan_offload_for_model(model, free + sizes[0], tokens, torch.float32, margin_bytes=0) == 0

@@ -74,8 +74,10 @@ def test_prefetch_schedule_events_last_blocks_offloaded():
     model = TinyModel(layers=6)
     offloader = BlockOffloader(model.blocks, "cpu", offload_count=3, prefetch=1, on_event=lambda *e: events.append(e))
     run(model, steps=2)
-    one_forward = [("upload", 3), ("upload", 4), ("release", 3), ("upload", 5), ("release", 4), ("release", 5)]
-    assert events == one_forward * 2
+    first = [("upload", 3), ("upload", 4), ("release", 3), ("wait", 3), ("upload", 5), ("release", 4), ("release", 5)]
+    # the next forward first waits for the previous forward's released buffers (at most 2 live at once)
+    second = [("wait", 4), ("upload", 3), ("wait", 5), ("upload", 4)] + first[2:]
+    assert events == first + second
     assert offloader.stats.on_demand == 0  # every copy was issued ahead of its block
     assert offloader.stats.uploads == 6 and offloader.stats.peak_resident == 2
 
@@ -93,14 +95,20 @@ def test_all_blocks_offloaded_first_block_loads_on_demand():
 @pytest.mark.parametrize("layers, count, prefetch", [(6, 3, 0), (6, 6, 1), (8, 5, 3), (5, 2, 4)])
 def test_device_residency_never_exceeds_prefetch_plus_one(layers, count, prefetch):
     model = TinyModel(layers=layers)
-    offloader = BlockOffloader(model.blocks, "cpu", count, prefetch)
+    live = [0]  # device buffers on the device or released but not yet known finished
+
+    def track(kind, index):
+        live[0] += {"upload": 1, "load": 1, "wait": -1, "release": 0}[kind]
+        assert live[0] <= min(count, prefetch + 1), (kind, index)
+
+    offloader = BlockOffloader(model.blocks, "cpu", count, prefetch, on_event=track)
     residency = []
     for block in model.blocks:
         block.register_forward_hook(lambda *a: residency.append(len(offloader.resident_indices)))
-    run(model, steps=1)
+    run(model, steps=2)
     assert max(residency) <= min(count, prefetch + 1)
     assert offloader.stats.peak_resident == offloader.schedule.max_resident_offloaded
-    assert offloader.stats.on_demand == (count if prefetch == 0 else int(count == layers))
+    assert offloader.stats.on_demand == 2 * (count if prefetch == 0 else int(count == layers))
 
 
 def test_offloaded_block_computes_on_a_copy_and_parks_on_the_host_buffer():

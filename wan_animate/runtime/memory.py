@@ -177,3 +177,21 @@ def resolve_offload_count(
     if isinstance(setting, bool) or not isinstance(setting, int) or not 0 <= setting <= len(block_sizes):
         raise ValueError(f"offload blocks is {setting!r}; expected 'auto' or an integer 0..{len(block_sizes)}")
     return setting
+
+
+def plan_offload_for_model(
+    model: nn.Module,
+    free_bytes: int,
+    tokens: int,
+    dtype: torch.dtype = torch.bfloat16,
+    prefetch: int = 1,
+    margin_bytes: int = DEFAULT_MARGIN_BYTES,
+) -> int:
+    """`plan_offload` for a built DiT (`model.blocks`, `model.config.dim` / `ffn_dim`) running `tokens` tokens.
+
+    `free_bytes`: VRAM available with none of the model on the GPU yet (see `token_count` for `tokens`).
+    """
+    sizes = block_bytes(model.blocks)
+    other = module_bytes(model) - sum(sizes)
+    activations = estimate_activation_bytes(tokens, model.config.dim, model.config.ffn_dim, dtype)
+    return plan_offload(sizes, free_bytes, activations, other, prefetch, margin_bytes)

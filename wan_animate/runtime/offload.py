@@ -12,8 +12,10 @@ buffers (fp8 weights and their scale buffers included) are packed into one flat 
 that buffer into one device buffer on a side CUDA stream, marked with an event. When block i starts (pre-hook), block
 i is loaded if it was not prefetched, the next `prefetch` offloaded blocks start uploading, the compute stream waits
 for block i's event, and the block's tensors are pointed at views of the device buffer. When block i ends
-(post-hook), they are pointed back at the host buffer and the device buffer is freed (after the compute stream is
-done with it). At most `prefetch + 1` offloaded blocks are on the device at once.
+(post-hook), they are pointed back at the host buffer, the device buffer is freed for reuse once the compute stream
+is past the block, and a "done" event is recorded. The hooks run when the CPU *enqueues* a block, usually far ahead
+of the GPU; so that device buffers are reused instead of piling up, an upload first waits (on the CPU) for the done
+events of released buffers until at most `prefetch + 1` offloaded blocks are live: on the device or still being read.
 
 Enable offloading after the weights are final (loaded, LoRA merged): a layer that later replaces its Parameter or
 buffer objects (e.g. `FP8Linear.set_weight`) is not seen by the packed copy; call `remove()` and offload again.
@@ -24,8 +26,9 @@ two, so host memory use can be up to ~2x the offloaded bytes (about 1.25x for th
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -114,7 +117,8 @@ class BlockOffloader:
     """Streams the last `offload_count` of `blocks` from host memory to `device`, `prefetch` blocks ahead.
 
     Non-offloaded blocks are moved to `device` and stay there. `on_event(kind, index)` is called with kind "upload"
-    (a prefetch started), "load" (an on-demand copy for a block that was not prefetched) and "release".
+    (a prefetch started), "load" (an on-demand copy for a block that was not prefetched), "release" and "wait" (the
+    CPU waited for the device to finish with released block `index` before uploading another).
     """
 
     def __init__(
@@ -139,6 +143,7 @@ class BlockOffloader:
             else:
                 block.to(self.device)
         self._on_device: dict[int, tuple[torch.Tensor, object]] = {}  # index -> (device buffer, ready event)
+        self._retiring: deque[tuple[int, object]] = deque()  # (index, done event) of released device buffers
         self._hooks = []
         for index, block in enumerate(blocks):
             self._hooks.append(block.register_forward_pre_hook(self._make_pre_hook(index)))
@@ -193,6 +198,11 @@ class BlockOffloader:
             packed.attach(packed.views(flat))
 
     def _upload(self, index: int, on_demand: bool) -> None:
+        limit = self.schedule.max_resident_offloaded
+        while self._retiring and len(self._on_device) + len(self._retiring) >= limit:
+            retired, done = self._retiring.popleft()
+            self._copier.wait_done(done)
+            self._emit("wait", retired)
         self._on_device[index] = self._copier.upload(self.packed[index].host)
         self.stats.uploads += 1
         self.stats.on_demand += int(on_demand)
@@ -206,6 +216,8 @@ class BlockOffloader:
         packed = self.packed[index]
         packed.attach(packed.host_views)
         self._copier.release(flat)
+        del flat  # the last reference: the allocator frees it now, reusable once the compute stream is past here
+        self._retiring.append((index, self._copier.done_event()))
         self._emit("release", index)
 
     def _emit(self, kind: str, index: int) -> None:
@@ -253,6 +265,12 @@ class _SyncCopier:
     def release(self, flat: torch.Tensor) -> None:
         return None
 
+    def done_event(self) -> None:
+        return None
+
+    def wait_done(self, done: None) -> None:
+        return None
+
 
 class _CudaCopier:
     """Copies on a side stream; the compute stream waits on an event; freed buffers wait for the compute stream."""
@@ -276,6 +294,14 @@ class _CudaCopier:
         # the buffer was allocated on the side stream but read by the compute stream: keep it out of reuse until
         # the compute stream's queued work is done
         flat.record_stream(torch.cuda.current_stream(self.device))
+
+    def done_event(self) -> torch.cuda.Event:
+        done = torch.cuda.Event()
+        done.record(torch.cuda.current_stream(self.device))
+        return done
+
+    def wait_done(self, done: torch.cuda.Event) -> None:
+        done.synchronize()
 
 
 def _unique_tensors(module: nn.Module) -> list[torch.Tensor]:
