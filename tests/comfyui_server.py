@@ -25,6 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 COMFYUI_PATH_ENV = "COMFYUI_PATH"
 PACK_LINK_NAME = "comfyui-wan-animate"
 CPU_SITE_DIR = "cpu_site"  # optional folder inside COMFYUI_PATH with torchvision etc. installed by `pip --target`
+PROBE_NODES_DIR = REPO_ROOT / "tests" / "comfyui_probe_nodes"  # test-only nodes, added as an extra custom_nodes path
+FRONTEND_SETTINGS = {"Comfy.TutorialCompleted": True}  # no first-run template browser over the canvas
 STARTUP_TIMEOUT_S = 180.0
 
 
@@ -133,15 +135,20 @@ class ComfyUIServer:
 
 
 def _server_args(port: int, work_dir: Path, extra_args: tuple[str, ...]) -> list[str]:
-    """ComfyUI arguments: CPU, loopback, and every writable folder inside `work_dir`."""
+    """ComfyUI arguments: CPU, loopback, every writable folder inside `work_dir`, the test-only probe nodes."""
     folders = {name: work_dir / name for name in ("input", "output", "temp", "user")}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
+    settings = folders["user"] / "default" / "comfy.settings.json"
+    settings.parent.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps(FRONTEND_SETTINGS))
+    extra_paths = work_dir / "extra_model_paths.yaml"
+    extra_paths.write_text(f"wan_animate_tests:\n  custom_nodes: {json.dumps(str(PROBE_NODES_DIR))}\n")
     return [
         "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
         "--input-directory", str(folders["input"]), "--output-directory", str(folders["output"]),
         "--temp-directory", str(folders["temp"]), "--user-directory", str(folders["user"]),
-        "--database-url", "sqlite:///:memory:", *extra_args,
+        "--database-url", "sqlite:///:memory:", "--extra-model-paths-config", str(extra_paths), *extra_args,
     ]
 
 
