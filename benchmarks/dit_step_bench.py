@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -76,7 +75,8 @@ def build_model(config: WanAnimateConfig, device: torch.device, dtype: torch.dty
     g = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
         for module in model.modules():
-            for name, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+            own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
+            for name, tensor in own:
                 if isinstance(module, FP8Linear) and name == "weight":
                     data, scale = quantize(torch.randn(tensor.shape, generator=g, device=device) * 0.02, tensor.dtype)
                     tensor.copy_(data)
@@ -159,7 +159,8 @@ def main() -> None:
         tokens=tokens, width=a.width, height=a.height, frames=a.frames, dim=config.dim, layers=config.num_layers,
         dtype=a.dtype, fp8=a.fp8, attention=a.attention, sage_installed=load_sageattn() is not None,
         compile=a.compile, offload=a.offload, offload_blocks=offload_count, prefetch=a.prefetch,
-        on_demand_loads=offloader and offloader.stats.on_demand, vram_budget_gib=a.vram_budget_gib, margin_gib=a.margin_gib,
+        on_demand_loads=offloader and offloader.stats.on_demand, vram_budget_gib=a.vram_budget_gib,
+        margin_gib=a.margin_gib,
         block_gib=round(max(sizes) / GIB, 3), other_weights_gib=round(other / GIB, 3),
         estimated_activation_gib=round(activations / GIB, 2),
         device=torch.cuda.get_device_name(device) if cuda else "cpu",

@@ -18,7 +18,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def compute_dtype(device: str | torch.device) -> torch.dtype:
-    """The dtype the DiT should compute in: bfloat16 where the device supports it, float16 on older GPUs, float32 on CPU.
+    """The DiT's compute dtype: bfloat16 where the device supports it, float16 on older GPUs, float32 on CPU.
 
     CPU uses float32 because CPU bfloat16 matmuls are slow on most machines and the CPU path is for tests.
     """

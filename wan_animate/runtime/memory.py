@@ -6,7 +6,7 @@ VRAM needed with the last n of L blocks offloaded (see offload.py):
             + min(n, prefetch + 1) * max(block_bytes[L-n:])   offloaded blocks on the device at once
             + other_bytes                                  embeddings, head, face adapter, motion encoder, ...
             + activation_bytes                             peak activations of one forward (estimate below)
-            + margin_bytes                                 allocator fragmentation, CUDA context growth, kernels' workspaces
+            + margin_bytes                                 fragmentation, CUDA context growth, kernel workspaces
 
 `plan_offload` returns the smallest n with need(n) <= free_bytes. The activation estimate is an upper-bound style
 model of the largest transient set inside one block; the benchmark (benchmarks/dit_step_bench.py) prints it next to the
