@@ -123,14 +123,19 @@ class TransformerBlock(nn.Module):
             self.modulation.float() + time_mod
         ).chunk(6, dim=1)  # each [B, 1, dim]
 
-        h = layer_norm_float32(self.norm1, x) * (1 + scale_sa) + shift_sa
+        h = _normed_like(self.norm1, x) * (1 + scale_sa) + shift_sa
         x = x + self.self_attn(h.to(dtype), rope).float() * gate_sa
 
-        h = layer_norm_float32(self.norm3, x)
+        h = _normed_like(self.norm3, x)
         x = x + self.cross_attn(h.to(dtype), context_img, context_text).float()
 
-        h = layer_norm_float32(self.norm2, x) * (1 + scale_ff) + shift_ff
+        h = _normed_like(self.norm2, x) * (1 + scale_ff) + shift_ff
         return x + self.ffn(h.to(dtype)).float() * gate_ff
+
+
+def _normed_like(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
+    """LayerNorm in float32, rounded to x's dtype (as the official block does), returned as float32."""
+    return layer_norm_float32(norm, x).to(x.dtype).float()
 
 
 class OutputHead(nn.Module):
