@@ -21,7 +21,11 @@ try:
 except ImportError:
     folder_paths = None
 
-_FALLBACK_MODELS_DIR = os.environ.get("WAN_ANIMATE_MODELS_DIR", os.path.join(os.getcwd(), "models"))
+
+
+def _fallback_models_dir() -> str:
+    """Models folder outside ComfyUI: $WAN_ANIMATE_MODELS_DIR, else ./models."""
+    return os.environ.get("WAN_ANIMATE_MODELS_DIR", os.path.join(os.getcwd(), "models"))
 
 
 def torch_device() -> torch.device:
@@ -76,7 +80,7 @@ def model_filenames(folder: str) -> list[str]:
             return folder_paths.get_filename_list(folder)
         except KeyError:
             return []
-    root = os.path.join(_FALLBACK_MODELS_DIR, folder)
+    root = os.path.join(_fallback_models_dir(), folder)
     if not os.path.isdir(root):
         return []
     return sorted(
@@ -94,7 +98,7 @@ def model_path(folder: str, name: str) -> str:
         except KeyError:
             path = None
     else:
-        candidate = os.path.join(_FALLBACK_MODELS_DIR, folder, name)
+        candidate = os.path.join(_fallback_models_dir(), folder, name)
         path = candidate if os.path.exists(candidate) else None
     if path is None:
         raise FileNotFoundError(f"model file '{name}' was not found in the models/{folder}/ folder")
@@ -108,3 +112,32 @@ def register_model_folder(folder: str, extensions: set[str]) -> None:
     if folder not in folder_paths.folder_names_and_paths:
         path = os.path.join(folder_paths.models_dir, folder)
         folder_paths.folder_names_and_paths[folder] = ([path], set(extensions))
+
+
+def save_previews(frames_u8, kind: str, max_frames: int = 16, max_side: int = 256) -> list[dict]:
+    """Save up to `max_frames` evenly spaced frames [F, H, W, 3] uint8 as small PNGs in ComfyUI's temp folder and
+    return their ComfyUI image records (an empty list outside ComfyUI)."""
+    if folder_paths is None or len(frames_u8) == 0:
+        return []
+    import numpy as np
+    from PIL import Image
+
+    temp_dir = folder_paths.get_temp_directory()
+    os.makedirs(temp_dir, exist_ok=True)
+    picks = np.unique(np.linspace(0, len(frames_u8) - 1, min(max_frames, len(frames_u8))).round().astype(int))
+    records = []
+    stamp = f"{os.getpid()}_{id(frames_u8):x}"
+    for index in picks:
+        image = Image.fromarray(np.asarray(frames_u8[index]))
+        image.thumbnail((max_side, max_side))
+        name = f"wan_animate_{kind}_{stamp}_{index:05d}.png"
+        image.save(os.path.join(temp_dir, name), compress_level=1)
+        records.append({"filename": name, "subfolder": "", "type": "temp"})
+    return records
+
+
+def input_directory() -> str:
+    """ComfyUI's input folder (uploads), or $WAN_ANIMATE_INPUT_DIR / ./input outside ComfyUI."""
+    if folder_paths is not None:
+        return folder_paths.get_input_directory()
+    return os.environ.get("WAN_ANIMATE_INPUT_DIR", os.path.join(os.getcwd(), "input"))

@@ -1,0 +1,53 @@
+"""Load precomputed prompt embeddings and CLIP features from a safetensors file (skips loading umT5 and CLIP)."""
+from __future__ import annotations
+
+import os
+
+import torch
+from safetensors.torch import load_file
+
+from .comfy_compat import input_directory
+
+CATEGORY = "WanAnimate/conditioning"
+
+
+class ClipVisionFeatures:
+    """Stands in for ComfyUI's CLIP_VISION_OUTPUT: attribute and item access to `penultimate_hidden_states`."""
+
+    def __init__(self, penultimate_hidden_states: torch.Tensor):
+        self.penultimate_hidden_states = penultimate_hidden_states
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return getattr(self, key)
+
+
+class WanAnimateLoadEmbeddings:
+    """Read `context` [L, 4096], optional `context_null` [L', 4096] and `clip_fea` [1, 257, 1280] from a
+    .safetensors file in ComfyUI's input folder (saved once from the encoders, reused for every job)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        folder = input_directory()
+        files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors")) if os.path.isdir(folder) else []
+        return {"required": {"file": (files, {"tooltip": "a .safetensors file in ComfyUI's input folder"})}}
+
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "CLIP_VISION_OUTPUT")
+    RETURN_NAMES = ("positive", "negative", "clip_vision_output")
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    def load(self, file):
+        path = file if os.path.isabs(file) else os.path.join(input_directory(), file)
+        tensors = load_file(path)
+        missing = [k for k in ("context", "clip_fea") if k not in tensors]
+        if missing:
+            raise ValueError(f"{file}: missing tensors {missing}; expected context [L, 4096], clip_fea "
+                             f"[1, 257, 1280] and optionally context_null; found {sorted(tensors)}")
+        context_null = tensors.get("context_null", torch.zeros_like(tensors["context"]))
+        positive = [[tensors["context"][None].float(), {}]]
+        negative = [[context_null[None].float(), {}]]
+        return (positive, negative, ClipVisionFeatures(tensors["clip_fea"].float()))
+
+
+NODE_CLASS_MAPPINGS = {"WanAnimateLoadEmbeddings": WanAnimateLoadEmbeddings}
+NODE_DISPLAY_NAME_MAPPINGS = {"WanAnimateLoadEmbeddings": "Wan Animate Load Embeddings"}

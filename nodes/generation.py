@@ -1,0 +1,164 @@
+"""Generation nodes: gather the job's inputs (embeds), then sample the whole video with long-video chaining."""
+from __future__ import annotations
+
+import torch
+
+from wan_animate.loading.model_handle import DiTHandle
+from wan_animate.pipeline.conditioning import MODES
+from wan_animate.pipeline.generate import AnimateInputs, GenerationSettings, generate, video_to_image
+from wan_animate.runtime.memory import estimate_activation_bytes, module_bytes, token_count
+from wan_animate.runtime.oom import explain_oom
+from wan_animate.sampling.preview import latent_preview
+from wan_animate.sampling.schedulers import SCHEDULERS
+
+from .comfy_compat import free_memory, progress_callback, throw_if_interrupted, torch_device
+from .types import EMBEDS, WAN_MODEL, WAN_VAE, Embeds
+
+CATEGORY = "WanAnimate/generation"
+
+
+def conditioning_tokens(conditioning, name: str) -> torch.Tensor:
+    """The umT5 embeddings [L, 4096] inside a ComfyUI CONDITIONING (CLIPTextEncode with the 'wan' CLIP)."""
+    try:
+        tokens = conditioning[0][0]
+    except (IndexError, TypeError, KeyError) as error:
+        raise ValueError(f"{name}: expected a CONDITIONING from CLIPTextEncode; got {type(conditioning)}") from error
+    if tokens.ndim != 3 or tokens.shape[0] != 1:
+        raise ValueError(f"{name}: expected text embeddings [1, tokens, 4096]; got {tuple(tokens.shape)}")
+    return tokens[0].float()
+
+
+def clip_features(clip_vision_output) -> torch.Tensor:
+    """CLIP ViT-H penultimate features [1, 257, 1280] from a CLIP_VISION_OUTPUT (CLIPVisionEncode, crop 'none')."""
+    features = getattr(clip_vision_output, "penultimate_hidden_states", None)
+    if features is None or features.ndim != 3 or features.shape[1] != 257:
+        found = None if features is None else tuple(features.shape)
+        raise ValueError(f"clip_vision_output: expected CLIP ViT-H penultimate features [1, 257, 1280] "
+                         f"(clip_vision_h.safetensors); found {found}")
+    return features[:1].float()
+
+
+class WanAnimateEmbeds:
+    """Collect the job: mode, prompt embeddings, CLIP features and the preprocessed frames."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "mode": (list(MODES), {"default": "animate"}),
+                "positive": ("CONDITIONING", {"tooltip": "CLIPTextEncode with the umT5 'wan' text encoder"}),
+                "clip_vision_output": ("CLIP_VISION_OUTPUT", {"tooltip": "CLIPVisionEncode of the reference "
+                                                                         "(clip_vision_h, crop none)"}),
+                "reference": ("IMAGE", {"tooltip": "the character at the generation size"}),
+                "pose_video": ("IMAGE",),
+                "face_video": ("IMAGE", {"tooltip": "512x512 face crops, one per frame"}),
+            },
+            "optional": {
+                "negative": ("CONDITIONING", {"tooltip": "needed when the sampler's cfg > 1"}),
+                "background_video": ("IMAGE", {"tooltip": "Replacement: the video with the person zeroed"}),
+                "mask": ("MASK", {"tooltip": "Replacement: 1 where the person is replaced"}),
+            },
+        }
+
+    RETURN_TYPES = (EMBEDS,)
+    RETURN_NAMES = ("embeds",)
+    FUNCTION = "build"
+    CATEGORY = CATEGORY
+
+    def build(self, mode, positive, clip_vision_output, reference, pose_video, face_video, negative=None,
+              background_video=None, mask=None):
+        if mode == "replace" and (background_video is None or mask is None):
+            raise ValueError("Replacement mode needs background_video and mask (from Wan Animate Preprocess)")
+        inputs = AnimateInputs(
+            reference=reference[0, ..., :3],
+            pose=pose_video[..., :3],
+            face=face_video[..., :3],
+            context=conditioning_tokens(positive, "positive"),
+            clip_fea=clip_features(clip_vision_output),
+            context_null=None if negative is None else conditioning_tokens(negative, "negative"),
+            background=None if mode == "animate" else background_video[..., :3],
+            person_mask=None if mode == "animate" else mask,
+        )
+        return (Embeds(mode, inputs),)
+
+
+class WanAnimateSampler:
+    """Denoise the whole video segment by segment (77 frames each by default, chained by guide frames)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": (WAN_MODEL,),
+                "vae": (WAN_VAE,),
+                "embeds": (EMBEDS,),
+                "steps": ("INT", {"default": 20, "min": 1, "max": 200, "tooltip": "4-8 with a step-distill LoRA"}),
+                "shift": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 100.0, "step": 0.1}),
+                "scheduler": (list(SCHEDULERS), {"default": "dpm++"}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
+                "cfg": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 20.0, "step": 0.1,
+                                  "tooltip": "> 1: guidance with the negative prompt and a blank face (slower)"}),
+                "segment_length": ("INT", {"default": 77, "min": 5, "max": 401, "step": 4,
+                                           "tooltip": "frames per segment (4k+1)"}),
+                "guide_frames": (["1", "5"], {"default": "1", "tooltip": "frames of the previous segment that guide "
+                                                                   "the next"}),
+            },
+            "optional": {
+                "face_cfg": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 20.0, "step": 0.1,
+                                       "tooltip": "extra guidance on the facial expression only (1 = off)"}),
+                "colour_correction": ("BOOLEAN", {"default": False,
+                                                  "tooltip": "match each segment's colours to the previous one"}),
+                "resume_dir": ("STRING", {"default": "", "tooltip": "folder keeping finished segments; a re-run "
+                                                                    "with the same inputs resumes there"}),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+    FUNCTION = "sample"
+    CATEGORY = CATEGORY
+
+    def sample(self, model: DiTHandle, vae, embeds: Embeds, steps, shift, scheduler, seed, cfg, segment_length,
+               guide_frames, face_cfg=1.0, colour_correction=False, resume_dir=""):
+        settings = GenerationSettings(
+            mode=embeds.mode, clip_len=segment_length, refert_num=int(guide_frames), solver=scheduler, steps=steps,
+            shift=shift, guide_scale=cfg, face_guide_scale=face_cfg, seed=seed,
+            colour_correction=colour_correction, resume_dir=resume_dir or None,
+        )
+        settings.validate()
+        device = torch_device()
+        height, width = embeds.inputs.reference.shape[:2]
+        tokens = token_count(segment_length, height, width)
+        dit = model.model()
+        config = dit.config
+        free_memory(module_bytes(dit) + estimate_activation_bytes(tokens, config.dim, config.ffn_dim), device)
+        progress = _progress_bar()
+        oom_settings = {"offload_blocks": model.options.offload, "weight_storage": model.options.storage,
+                        "resolution": f"{width}x{height}", "segment_length": segment_length}
+        with explain_oom("sampling", oom_settings), model.activate(device, tokens) as dit:
+            video = generate(dit, vae, embeds.inputs, settings, callback=progress, interrupt=throw_if_interrupted,
+                             device=device)
+        return (video_to_image(video),)
+
+
+def _progress_bar():
+    """A pipeline step callback driving ComfyUI's progress bar with a latent preview."""
+    from PIL import Image
+
+    bars: dict[int, object] = {}
+
+    def on_step(step: int, total: int, x0: torch.Tensor) -> None:
+        bar = bars.setdefault(total, progress_callback(total))
+        bar(step, ("JPEG", Image.fromarray(latent_preview(x0)), 512))
+
+    return on_step
+
+
+NODE_CLASS_MAPPINGS = {
+    "WanAnimateEmbeds": WanAnimateEmbeds,
+    "WanAnimateSampler": WanAnimateSampler,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "WanAnimateEmbeds": "Wan Animate Embeds",
+    "WanAnimateSampler": "Wan Animate Sampler",
+}

@@ -1,0 +1,167 @@
+"""Loader nodes: the Wan-Animate DiT, its VAE, LoRAs, the pose models and SAM2."""
+from __future__ import annotations
+
+import torch
+
+from wan_animate.loading.model_handle import STORAGE, DiTHandle, DiTOptions
+from wan_animate.loading.vae import load_vae
+from wan_animate.preprocess.detector import PersonDetector
+from wan_animate.preprocess.pose_model import WholeBodyPoseModel
+from wan_animate.runtime.attention import BACKENDS
+
+from .comfy_compat import model_filenames, model_path, register_model_folder, torch_device
+from .types import POSE_MODELS, SAM2, WAN_MODEL, WAN_VAE, PoseModels, Sam2Checkpoint
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+CATEGORY = "WanAnimate/loaders"
+register_model_folder("detection", {".onnx"})
+register_model_folder("sam2", {".pt", ".pth", ".safetensors"})
+
+
+class WanAnimateModelLoader:
+    """Load a Wan2.2-Animate-14B diffusion model (official shards, Comfy repackaged, bf16/fp16/fp8/scaled fp8)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model_name": (model_filenames("diffusion_models"), {
+                    "tooltip": "models/diffusion_models/: e.g. wan2.2_animate_14B_bf16.safetensors or "
+                               "Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors"}),
+                "compute_dtype": (list(DTYPES), {"default": "bf16", "tooltip": "dtype the model computes in"}),
+                "weight_storage": (list(STORAGE), {
+                    "default": "default",
+                    "tooltip": "default keeps the file's storage (fp8 files stay fp8); fp8_e4m3fn stores the "
+                               "transformer's linear layers in fp8 (half the memory of bf16)"}),
+                "attention": (list(BACKENDS), {
+                    "default": "sdpa", "tooltip": "sage needs `pip install sageattention`; falls back to sdpa"}),
+                "offload_blocks": ("STRING", {
+                    "default": "auto",
+                    "tooltip": "transformer blocks streamed from host memory: 'auto' plans from free VRAM, or a "
+                               "number 0-40 (0 = all on the GPU)"}),
+            },
+            "optional": {
+                "prefetch_blocks": ("INT", {"default": 1, "min": 1, "max": 8,
+                                            "tooltip": "offloaded blocks copied ahead of use"}),
+                "compile": ("BOOLEAN", {"default": False, "tooltip": "torch.compile each transformer block"}),
+            },
+        }
+
+    RETURN_TYPES = (WAN_MODEL,)
+    RETURN_NAMES = ("model",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    def load(self, model_name, compute_dtype, weight_storage, attention, offload_blocks, prefetch_blocks=1,
+             compile=False):
+        offload = _offload_setting(offload_blocks)
+        options = DiTOptions(DTYPES[compute_dtype], weight_storage, attention, offload, prefetch_blocks, compile)
+        handle = DiTHandle(model_path("diffusion_models", model_name), options)
+        handle.model()
+        return (handle,)
+
+
+def _offload_setting(text: str) -> int | str:
+    text = str(text).strip().lower()
+    if text == "auto":
+        return "auto"
+    if text.isdigit():
+        return int(text)
+    raise ValueError(f"offload_blocks is {text!r}; expected 'auto' or a whole number of blocks (0-40)")
+
+
+class WanAnimateVAELoader:
+    """Load the Wan2.1 VAE (models/vae/wan_2.1_vae.safetensors or the official Wan2.1_VAE.pth)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "vae_name": (model_filenames("vae"), {"tooltip": "models/vae/wan_2.1_vae.safetensors"}),
+            "dtype": (list(DTYPES), {"default": "bf16"}),
+        }}
+
+    RETURN_TYPES = (WAN_VAE,)
+    RETURN_NAMES = ("vae",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    def load(self, vae_name, dtype):
+        vae = load_vae(model_path("vae", vae_name), device=torch_device(), dtype=DTYPES[dtype])
+        return (vae,)
+
+
+class WanAnimateLoraLoader:
+    """Put a LoRA on the model (relighting LoRA for Replacement, step-distillation LoRAs...); chain to stack."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": (WAN_MODEL,),
+            "lora_name": (model_filenames("loras"), {
+                "tooltip": "models/loras/: WanAnimate_relight_lora_fp16.safetensors, relighting_lora.ckpt, "
+                           "lightx2v step-distill LoRAs, ..."}),
+            "strength": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05}),
+        }}
+
+    RETURN_TYPES = (WAN_MODEL,)
+    RETURN_NAMES = ("model",)
+    FUNCTION = "add_lora"
+    CATEGORY = CATEGORY
+
+    def add_lora(self, model: DiTHandle, lora_name, strength):
+        return (model.with_lora(model_path("loras", lora_name), strength),)
+
+
+class WanAnimatePoseModelLoader:
+    """Load the person detector (YOLOv10-m) and whole-body pose model (ViTPose-H) ONNX files from models/detection."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        files = model_filenames("detection")
+        return {"required": {
+            "detector": (files, {"tooltip": "models/detection/yolov10m.onnx (official Wan2.2 release: det/)"}),
+            "pose_model": (files, {"tooltip": "models/detection/vitpose_h_wholebody.onnx (official: pose2d/)"}),
+        }}
+
+    RETURN_TYPES = (POSE_MODELS,)
+    RETURN_NAMES = ("pose_models",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    def load(self, detector, pose_model):
+        return (PoseModels(PersonDetector(model_path("detection", detector)),
+                           WholeBodyPoseModel(model_path("detection", pose_model))),)
+
+
+class WanAnimateSAM2Loader:
+    """Choose the SAM2 checkpoint for Replacement masks (models/sam2/sam2_hiera_large.pt; needs `pip install sam2`)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "checkpoint": (model_filenames("sam2"), {"tooltip": "models/sam2/sam2_hiera_large.pt"}),
+        }}
+
+    RETURN_TYPES = (SAM2,)
+    RETURN_NAMES = ("sam2",)
+    FUNCTION = "load"
+    CATEGORY = CATEGORY
+
+    def load(self, checkpoint):
+        return (Sam2Checkpoint(model_path("sam2", checkpoint), str(torch_device())),)
+
+
+NODE_CLASS_MAPPINGS = {
+    "WanAnimateModelLoader": WanAnimateModelLoader,
+    "WanAnimateVAELoader": WanAnimateVAELoader,
+    "WanAnimateLoraLoader": WanAnimateLoraLoader,
+    "WanAnimatePoseModelLoader": WanAnimatePoseModelLoader,
+    "WanAnimateSAM2Loader": WanAnimateSAM2Loader,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "WanAnimateModelLoader": "Wan Animate Model Loader",
+    "WanAnimateVAELoader": "Wan Animate VAE Loader",
+    "WanAnimateLoraLoader": "Wan Animate LoRA",
+    "WanAnimatePoseModelLoader": "Wan Animate Pose Models Loader",
+    "WanAnimateSAM2Loader": "Wan Animate SAM2 Loader",
+}

@@ -1,0 +1,213 @@
+"""Preprocess nodes: character image + driving video -> reference, pose skeletons, face crops, background and mask."""
+from __future__ import annotations
+
+import numpy as np
+
+from wan_animate.preprocess.extract import extract_poses
+from wan_animate.preprocess.face_crop import crop_faces, detect_face_boxes
+from wan_animate.preprocess.masks import blur_mask, grow_mask
+from wan_animate.preprocess.prepare import MASK_METHODS, MODES, MaskSettings, prepare_inputs
+from wan_animate.preprocess.render import render_animate_poses, render_replace_poses
+from wan_animate.preprocess.smoothing import smooth_keypoints
+
+from .comfy_compat import progress_callback, save_previews
+from .convert import image_to_u8, mask_to_tensor, mask_to_u8, u8_to_image
+from .types import POSE_MODELS, POSES, SAM2, PoseModels
+
+CATEGORY = "WanAnimate/preprocess"
+SIZE = {"min": 256, "max": 4096, "step": 16}
+
+
+def _with_previews(result: tuple, **kinds: np.ndarray) -> dict:
+    """A node result with preview strips for the web extension (`wan_animate_previews`, see web/)."""
+    images, previews = [], []
+    for kind, frames in kinds.items():
+        saved = save_previews(frames, kind)
+        if saved:
+            previews.append({"kind": kind, "start": len(images), "count": len(saved)})
+            images += saved
+    return {"ui": {"images": images, "wan_animate_previews": previews}, "result": result}
+
+
+class WanAnimatePreprocess:
+    """The official preprocessing in one node: poses, face crops, skeleton video, and for Replacement the mask."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "pose_models": (POSE_MODELS,),
+                "character_image": ("IMAGE", {"tooltip": "the character to animate (first image is used)"}),
+                "driving_video": ("IMAGE", {"tooltip": "frames of the video whose motion drives the character"}),
+                "mode": (list(MODES), {"default": "animate", "tooltip": "animate: background from the image; "
+                                                                        "replace: the character replaces the person"}),
+                "width": ("INT", {"default": 1280, **SIZE, "tooltip": "target area = width x height; the aspect "
+                                                                      "comes from the image (animate) or video"}),
+                "height": ("INT", {"default": 720, **SIZE}),
+                "retarget": ("BOOLEAN", {"default": False,
+                                         "tooltip": "adapt the driving skeleton to the character's proportions "
+                                                    "(Animation only)"}),
+                "smoothing": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                                        "tooltip": "temporal smoothing of the keypoints (0 = official, none)"}),
+                "mask_method": (list(MASK_METHODS), {"default": "pose_box",
+                                                     "tooltip": "Replacement mask: SAM2 (connect a SAM2 loader) or "
+                                                                "boxes around the pose"}),
+                "mask_grow": ("INT", {"default": 0, "min": -64, "max": 64, "tooltip": "pixels; negative shrinks"}),
+                "mask_blur": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 64.0, "step": 0.5}),
+            },
+            "optional": {
+                "sam2": (SAM2,),
+                "tpose_character": ("IMAGE", {"tooltip": "the character edited into a T-pose (optional retargeting "
+                                                         "bone lengths)"}),
+                "tpose_driving": ("IMAGE", {"tooltip": "the driving video's first frame edited into a T-pose"}),
+            },
+        }
+
+    RETURN_TYPES = ("IMAGE", "IMAGE", "IMAGE", "IMAGE", "MASK", POSES, "STRING")
+    RETURN_NAMES = ("reference", "pose_video", "face_video", "background_video", "mask", "poses", "report")
+    FUNCTION = "preprocess"
+    CATEGORY = CATEGORY
+
+    def preprocess(self, pose_models: PoseModels, character_image, driving_video, mode, width, height, retarget,
+                   smoothing, mask_method, mask_grow, mask_blur, sam2=None, tpose_character=None,
+                   tpose_driving=None):
+        video = image_to_u8(driving_video, "driving_video")
+        mask_settings = MaskSettings(method=mask_method, grow=mask_grow, blur=mask_blur,
+                                     sam2_checkpoint=sam2.path if sam2 else None,
+                                     sam2_device=sam2.device if sam2 else "cuda")
+        progress = progress_callback(2 * len(video))
+        prepared = prepare_inputs(
+            image_to_u8(character_image, "character_image")[0], video, pose_models.detector,
+            pose_models.pose_model, mode=mode, area=width * height, retarget=retarget, smoothing=smoothing,
+            tpose_character=None if tpose_character is None else image_to_u8(tpose_character, "tpose_character")[0],
+            tpose_driving=None if tpose_driving is None else image_to_u8(tpose_driving, "tpose_driving")[0],
+            mask=mask_settings, progress=lambda done, total: progress(done),
+        )
+        frames, size = len(prepared.pose), prepared.reference.shape[:2]
+        background = prepared.background if prepared.background is not None else np.zeros((frames, *size, 3), np.uint8)
+        mask = prepared.mask if prepared.mask is not None else np.zeros((frames, *size), np.float32)
+        result = (u8_to_image(prepared.reference[None]), u8_to_image(prepared.pose), u8_to_image(prepared.face),
+                  u8_to_image(background), mask_to_tensor(mask), prepared.driving_poses, "\n".join(prepared.report))
+        previews = {"pose": prepared.pose, "face": prepared.face}
+        if prepared.mask is not None:
+            previews["mask"] = mask_to_u8(prepared.mask)
+        return _with_previews(result, **previews)
+
+
+class WanAnimatePoseExtract:
+    """Detect the main person and their 133 whole-body keypoints in every frame (YOLO + ViTPose, ONNX)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "pose_models": (POSE_MODELS,),
+            "images": ("IMAGE",),
+            "smoothing": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                                    "tooltip": "temporal smoothing of the keypoints (0 = none)"}),
+        }}
+
+    RETURN_TYPES = (POSES, "STRING")
+    RETURN_NAMES = ("poses", "report")
+    FUNCTION = "extract"
+    CATEGORY = CATEGORY
+
+    def extract(self, pose_models: PoseModels, images, smoothing):
+        frames = image_to_u8(images, "images")
+        progress = progress_callback(2 * len(frames))
+        poses = extract_poses(frames, pose_models.detector, pose_models.pose_model,
+                              progress=lambda done, total: progress(done))
+        if smoothing > 0:
+            poses.keypoints = smooth_keypoints(poses.keypoints, smoothing)
+        report = f"person followed in {int(poses.person_found.sum())} of {len(poses)} frames"
+        return (poses, report)
+
+
+class WanAnimateFaceCrops:
+    """512x512 face crops from the face keypoints (official box: area x1.3, room above for the forehead)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"images": ("IMAGE",), "poses": (POSES,)}}
+
+    RETURN_TYPES = ("IMAGE", "STRING")
+    RETURN_NAMES = ("face_video", "report")
+    FUNCTION = "crop"
+    CATEGORY = CATEGORY
+
+    def crop(self, images, poses):
+        frames = image_to_u8(images, "images")
+        if frames.shape[1:3] != tuple(poses.frame_size) or len(frames) != len(poses):
+            raise ValueError(f"images are {len(frames)} frames of {frames.shape[1:3]}; the poses were found in "
+                             f"{len(poses)} frames of {tuple(poses.frame_size)}: connect the same video")
+        boxes = detect_face_boxes(poses.keypoints, poses.frame_size)
+        faces = crop_faces(frames, boxes.boxes)
+        report = f"{boxes.missing_count} of {len(frames)} frames had no face (nearest face box reused)"
+        return _with_previews((u8_to_image(faces), report), face=faces)
+
+
+class WanAnimateDrawPose:
+    """Draw the skeleton video as the model was trained to read it (official v2 style)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "poses": (POSES,),
+            "width": ("INT", {"default": 1280, **SIZE, "tooltip": "canvas width (Animation: the reference's)"}),
+            "height": ("INT", {"default": 720, **SIZE}),
+        }}
+
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("pose_video",)
+    FUNCTION = "draw"
+    CATEGORY = CATEGORY
+
+    def draw(self, poses, width, height):
+        if (height, width) == tuple(poses.frame_size):
+            pictures = render_replace_poses(poses.keypoints, poses.frame_size)
+        else:
+            pictures = render_animate_poses(poses.keypoints, poses.frame_size, (height, width))
+        return _with_previews((u8_to_image(pictures),), pose=pictures)
+
+
+class WanAnimateMaskAdjust:
+    """Grow / shrink and blur a person mask, and make the background video (person zeroed) from it."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "images": ("IMAGE",),
+            "mask": ("MASK",),
+            "grow": ("INT", {"default": 0, "min": -64, "max": 64, "tooltip": "pixels; negative shrinks"}),
+            "blur": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 64.0, "step": 0.5}),
+        }}
+
+    RETURN_TYPES = ("IMAGE", "MASK")
+    RETURN_NAMES = ("background_video", "mask")
+    FUNCTION = "adjust"
+    CATEGORY = CATEGORY
+
+    def adjust(self, images, mask, grow, blur):
+        if mask.ndim == 2:
+            mask = mask[None]
+        if tuple(mask.shape) != tuple(images.shape[:3]):
+            raise ValueError(f"mask is {tuple(mask.shape)}; expected {tuple(images.shape[:3])} to match the images")
+        adjusted = blur_mask(grow_mask(mask.float().cpu().numpy(), grow), blur)
+        soft = mask_to_tensor(adjusted)
+        background = images[..., :3] * (1 - soft[..., None])
+        return _with_previews((background, soft), mask=mask_to_u8(adjusted))
+
+
+NODE_CLASS_MAPPINGS = {
+    "WanAnimatePreprocess": WanAnimatePreprocess,
+    "WanAnimatePoseExtract": WanAnimatePoseExtract,
+    "WanAnimateFaceCrops": WanAnimateFaceCrops,
+    "WanAnimateDrawPose": WanAnimateDrawPose,
+    "WanAnimateMaskAdjust": WanAnimateMaskAdjust,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "WanAnimatePreprocess": "Wan Animate Preprocess (pose, face, mask)",
+    "WanAnimatePoseExtract": "Wan Animate Pose Extract",
+    "WanAnimateFaceCrops": "Wan Animate Face Crops",
+    "WanAnimateDrawPose": "Wan Animate Draw Pose",
+    "WanAnimateMaskAdjust": "Wan Animate Mask Adjust",
+}

@@ -1,0 +1,35 @@
+"""The pack's own ComfyUI types and the small records that travel on those links."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wan_animate.pipeline.generate import AnimateInputs
+from wan_animate.preprocess.detector import PersonDetector
+from wan_animate.preprocess.pose_model import WholeBodyPoseModel
+
+WAN_MODEL = "WANANIMATE_MODEL"
+WAN_VAE = "WANANIMATE_VAE"
+POSE_MODELS = "WANANIMATE_POSE_MODELS"
+POSES = "WANANIMATE_POSES"
+SAM2 = "WANANIMATE_SAM2"
+EMBEDS = "WANANIMATE_EMBEDS"
+
+
+@dataclass(frozen=True)
+class PoseModels:
+    detector: PersonDetector
+    pose_model: WholeBodyPoseModel
+
+
+@dataclass(frozen=True)
+class Sam2Checkpoint:
+    path: str
+    device: str
+
+
+@dataclass(frozen=True)
+class Embeds:
+    """Everything the sampler needs besides the models: the job's inputs and its mode."""
+
+    mode: str
+    inputs: AnimateInputs

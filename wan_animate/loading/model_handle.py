@@ -1,0 +1,129 @@
+"""A loaded DiT shared between graph nodes: which file, how it is stored and run, which LoRAs are on it.
+
+ComfyUI passes the same handle from the loader node to LoRA nodes and the sampler. LoRA nodes do not touch weights:
+they return a handle that asks for one more LoRA. The sampler calls `activate`, which loads the model once, brings
+the LoRAs on it in line with what the handle asks for (undoing the ones no longer wanted), places it on the device
+(resident, or with its last blocks streamed from host memory), and afterwards parks it back in host memory.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from ..model.dit import WanAnimateDiT
+from ..runtime.attention import attention_backend
+from ..runtime.compile import compile_blocks, is_compiled, uncompile_blocks
+from ..runtime.devices import free_memory_bytes, release_cached_memory
+from ..runtime.memory import block_bytes, estimate_activation_bytes, module_bytes, resolve_offload_count
+from ..runtime.offload import enable_block_offload
+from .dit import load_dit
+from .lora import load_lora
+from .lora_apply import apply_loras, remove_all_loras
+
+STORAGE = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn}
+
+
+@dataclass(frozen=True)
+class DiTOptions:
+    """How the DiT is stored and run. offload: "auto" or the number of blocks streamed from host memory."""
+
+    dtype: torch.dtype = torch.bfloat16
+    storage: str = "default"
+    attention: str = "sdpa"
+    offload: int | str = 0
+    prefetch: int = 1
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.storage not in STORAGE:
+            raise ValueError(f"weight storage is {self.storage!r}; expected one of {sorted(STORAGE)}")
+
+
+@dataclass
+class _Loaded:
+    """The model behind every handle of one loader output, and the LoRAs currently merged into it."""
+
+    model: WanAnimateDiT | None = None
+    loras: tuple[tuple[str, float], ...] = ()
+    lora_summary: str = ""
+
+
+@dataclass(frozen=True)
+class DiTHandle:
+    """A DiT file plus options and a LoRA stack; handles made by `with_lora` share the loaded model."""
+
+    path: str
+    options: DiTOptions = DiTOptions()
+    loras: tuple[tuple[str, float], ...] = ()
+    _shared: _Loaded = field(default_factory=_Loaded, compare=False, repr=False)
+
+    def with_lora(self, path: str, strength: float) -> "DiTHandle":
+        """A handle asking for the same model with one more LoRA on top."""
+        return replace(self, loras=self.loras + ((path, float(strength)),))
+
+    def model(self) -> WanAnimateDiT:
+        """The model in host memory, loaded on first use."""
+        if self._shared.model is None:
+            storage = STORAGE[self.options.storage]
+            self._shared.model = load_dit(self.path, device="cpu", dtype=self.options.dtype, storage_dtype=storage)
+        return self._shared.model
+
+    def sync_loras(self) -> str:
+        """Make the model carry exactly this handle's LoRAs; returns a summary of what they changed."""
+        model = self.model()
+        if self._shared.loras != self.loras:
+            remove_all_loras(model)
+            self._shared.loras, self._shared.lora_summary = (), ""
+            if self.loras:
+                report = apply_loras(model, [(load_lora(path), strength) for path, strength in self.loras])
+                self._shared.lora_summary = report.summary()
+            self._shared.loras = self.loras
+        return self._shared.lora_summary
+
+    def release(self) -> None:
+        """Forget the loaded model (ComfyUI unloaded the node's output)."""
+        self._shared.model = None
+        self._shared.loras = ()
+        release_cached_memory()
+
+    @contextmanager
+    def activate(self, device: torch.device | str, tokens: int) -> Iterator[WanAnimateDiT]:
+        """The model with its LoRAs, ready to run `tokens`-token forwards on `device`; parked in host memory after."""
+        model = self.model()
+        self.sync_loras()
+        device = torch.device(device)
+        offloader = None
+        if device.type == "cuda":
+            offloader = self._place_on_gpu(model, device, tokens)
+        if self.options.compile and not is_compiled(model.blocks[0]):
+            compile_blocks(model.blocks)
+        try:
+            with attention_backend(self.options.attention):
+                yield model
+        finally:
+            if offloader is not None:
+                offloader.remove()
+            if device.type == "cuda":
+                model.to("cpu")
+                release_cached_memory()
+            if not self.options.compile and is_compiled(model.blocks[0]):
+                uncompile_blocks(model.blocks)
+
+    def _place_on_gpu(self, model: WanAnimateDiT, device: torch.device, tokens: int):
+        config = model.config
+        sizes = block_bytes(model.blocks)
+        count = resolve_offload_count(
+            self.options.offload,
+            sizes,
+            free_bytes=free_memory_bytes(device),
+            activation_bytes=estimate_activation_bytes(tokens, config.dim, config.ffn_dim, self.options.dtype),
+            other_bytes=module_bytes(model) - sum(sizes),
+            prefetch=self.options.prefetch,
+        )
+        if count == 0:
+            model.to(device)
+            return None
+        return enable_block_offload(model, device, count, self.options.prefetch)
