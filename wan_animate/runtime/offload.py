@@ -22,7 +22,7 @@ buffer objects (e.g. `FP8Linear.set_weight`) is not seen by the packed copy; cal
 
 On CPU and other non-CUDA devices the same scheduling runs with synchronous copies, which is what the tests exercise.
 Host buffers are allocated with `pin_memory=True`; PyTorch's pinned allocator rounds each allocation up to a power of
-two, so host memory use can be up to ~2x the offloaded bytes (about 1.25x for the 14B blocks).
+two, so host memory use can be up to ~2x the offloaded bytes (about 1.33x for the 14B blocks, bf16 or fp8).
 """
 from __future__ import annotations
 
