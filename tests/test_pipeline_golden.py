@@ -89,7 +89,8 @@ def test_pipeline_golden(case: Path):
 
     trace: dict = {}
     with torch.no_grad():
-        video = generate(dit, vae, golden_inputs(section, meta["mode"]), golden_settings(meta), noise=noise, trace=trace)
+        inputs = golden_inputs(section, meta["mode"])
+        video = generate(dit, vae, inputs, golden_settings(meta), noise=noise, trace=trace)
 
     errors = {name: max_error(trace[name], golden[name]) for name in golden if name in trace}
     errors["video"] = max_error(video, golden["video"])

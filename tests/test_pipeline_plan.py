@@ -1,4 +1,4 @@
-"""Pure pipeline functions: segment planning, padding order, mask layout, resolution policy, colour drift, resume keys."""
+"""Pure pipeline functions: segment plan, padding order, mask layout, resolution policy, colour drift, resume keys."""
 from __future__ import annotations
 
 import pytest

@@ -24,7 +24,7 @@ class VideoVAE(Protocol):
 
 
 def fold_pixel_mask(mask: torch.Tensor) -> torch.Tensor:
-    """Pixel-rate mask [F, h, w] (F = 4k+1) -> [4, T, h, w], T = k+1: frame 0 fills latent 0, then 4 frames per latent."""
+    """Pixel mask [F, h, w] (F = 4k+1) -> [4, T, h, w], T = k+1: frame 0 fills latent 0, then 4 frames per latent."""
     frames, height, width = mask.shape
     if (frames - 1) % 4 != 0:
         raise ValueError(f"mask has {frames} frames; expected 4k+1")

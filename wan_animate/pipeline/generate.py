@@ -1,4 +1,5 @@
-"""The whole Wan-Animate generation from preprocessed inputs, without ComfyUI: segment, condition, denoise, decode, chain.
+"""The whole Wan-Animate generation from preprocessed inputs, without ComfyUI: segment, condition, denoise, decode,
+chain.
 
 Equivalent maths to the official `WanAnimate.generate` (Wan2.2, wan/animate.py); see segments.py for the chaining and
 conditioning.py for the model's conditioning. Pixels are given as ComfyUI IMAGE tensors (float 0..1) or uint8 0..255;
@@ -208,6 +209,7 @@ class _SegmentModel:
         pose: torch.Tensor,
         face: torch.Tensor,
         device: torch.device,
+        black_face_cache: dict,
     ):
         self.dit = dit
         self.settings = settings
@@ -218,7 +220,12 @@ class _SegmentModel:
         self.pose = pose
         self.motion = dit.encode_face(face.to(device))
         needs_black_face = settings.guide_scale > 1 or settings.face_guide_scale != 1
-        self.motion_black = dit.encode_face(torch.full_like(face, -1).to(device)) if needs_black_face else None
+        self.motion_black = None
+        if needs_black_face:  # the same for every segment of the job: encoded once
+            key = tuple(face.shape)
+            if key not in black_face_cache:
+                black_face_cache[key] = dit.encode_face(torch.full_like(face, -1).to(device))
+            self.motion_black = black_face_cache[key]
 
     def _run(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
         return self.dit(x, t, context, self.clip_fea, self.y, self.pose, motion).float()
@@ -283,6 +290,7 @@ def generate(
     _record(trace, "timesteps", make_scheduler(settings.solver, settings.steps, settings.shift).timesteps)
 
     y_reference = None
+    black_face_cache: dict = {}
     outputs: list[torch.Tensor] = []
     tail: torch.Tensor | None = None
     finished = store.finished_count() if store is not None else 0
@@ -296,6 +304,7 @@ def generate(
         decoded = _generate_segment(
             dit, vae, inputs, settings, segment, y_reference, tail, noise_for(segment.index), device,
             _segment_progress(callback, segment.index, settings.steps, total_steps), interrupt, trace,
+            black_face_cache,
         )
         if tail is not None:
             head = decoded[:, : segment.guide_frames]
@@ -324,6 +333,7 @@ def _generate_segment(
     on_step: Callable[[int, torch.Tensor], None] | None,
     interrupt: Callable[[], None] | None,
     trace: dict | None,
+    black_face_cache: dict,
 ) -> torch.Tensor:
     """Denoise and decode one segment: its decoded frames [3, clip_len, H, W] in [-1, 1] (guidance frames included)."""
     height, width = inputs.reference.shape[:2]
@@ -343,7 +353,7 @@ def _generate_segment(
     _record(trace, f"y_{k}", y)
     _record(trace, f"pose_latents_{k}", pose)
 
-    model = _SegmentModel(dit, inputs, settings, y, pose, face, device)
+    model = _SegmentModel(dit, inputs, settings, y, pose, face, device, black_face_cache)
     scheduler = make_scheduler(settings.solver, settings.steps, settings.shift)
     latents = denoise(model, noise.to(device), scheduler, on_step, interrupt)
     _record(trace, f"latent_{k}", latents[:, 1:])
