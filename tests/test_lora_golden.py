@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from tests.conftest import assert_close_golden, golden_root, golden_section
 from wan_animate.loading.dit import load_dit
 from wan_animate.loading.lora import apply_loras, load_lora, remove_loras
+from wan_animate.runtime.fp8 import FP8Linear, linear_weight
 
 TOLERANCE = 1e-4
 FACE_MODULES = ("motion_encoder.", "face_encoder.")
@@ -70,3 +71,31 @@ def test_lora_golden(golden_dit, case, twin):
     finally:
         remove_loras(model, report)
     assert_close_golden(out, golden, TOLERANCE, f"{case} ({twin or 'as given'})")
+
+
+def test_lora_golden_on_fp8_layers_equals_a_float_merge(golden_dit):
+    """The golden DiT stored in fp8 with the stacked case applied gives what a float32 model holding the same
+    dequantised weights gives with the LoRAs merged: the fp8 layers keep the delta exactly."""
+    model, inputs, motion_vec, lora_dir = golden_dit
+    case = "out_stack" if "out_stack" in _meta()["cases"] else next(iter(_meta()["cases"]))
+    loras = [(load_lora(str(lora_dir / file)), strength) for file, strength in _meta()["cases"][case]]
+    fp8_model = load_dit(str(golden_root() / "dit" / "weights.safetensors"), dtype=torch.float32,
+                         storage_dtype=torch.float8_e4m3fn)
+    fp8_layers = {name: module for name, module in fp8_model.named_modules() if isinstance(module, FP8Linear)}
+    assert fp8_layers
+    with torch.no_grad():
+        originals = {name: model.get_submodule(name).weight.detach().clone() for name in fp8_layers}
+        for name, layer in fp8_layers.items():
+            model.get_submodule(name).weight.copy_(linear_weight(layer, torch.float32))
+        fp8_report = apply_loras(fp8_model, loras)
+        float_report = apply_loras(model, loras)
+        try:
+            args = (inputs["x"], inputs["t"], inputs["context"], inputs["clip_fea"], inputs["y"],
+                    inputs["pose_latents"], motion_vec)
+            ours, reference = fp8_model(*args), model(*args)
+        finally:
+            remove_loras(model, float_report)
+            for name, weight in originals.items():
+                model.get_submodule(name).weight.copy_(weight)
+    assert fp8_report.fp8_entries
+    assert_close_golden(ours, reference, 1e-5, f"{case} on fp8 layers")
