@@ -141,3 +141,11 @@ def input_directory() -> str:
     if folder_paths is not None:
         return folder_paths.get_input_directory()
     return os.environ.get("WAN_ANIMATE_INPUT_DIR", os.path.join(os.getcwd(), "input"))
+
+
+def output_path(relative: str) -> str:
+    """`relative` inside ComfyUI's output folder (./output outside ComfyUI); absolute paths are kept."""
+    if os.path.isabs(relative):
+        return relative
+    root = folder_paths.get_output_directory() if folder_paths is not None else os.path.join(os.getcwd(), "output")
+    return os.path.join(root, relative)

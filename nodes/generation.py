@@ -11,7 +11,7 @@ from wan_animate.runtime.oom import explain_oom
 from wan_animate.sampling.preview import latent_preview
 from wan_animate.sampling.schedulers import SCHEDULERS
 
-from .comfy_compat import free_memory, progress_callback, throw_if_interrupted, torch_device
+from .comfy_compat import free_memory, output_path, progress_callback, throw_if_interrupted, torch_device
 from .types import EMBEDS, WAN_MODEL, WAN_VAE, Embeds
 
 CATEGORY = "WanAnimate/generation"
@@ -108,8 +108,9 @@ class WanAnimateSampler:
                                        "tooltip": "extra guidance on the facial expression only (1 = off)"}),
                 "colour_correction": ("BOOLEAN", {"default": False,
                                                   "tooltip": "match each segment's colours to the previous one"}),
-                "resume_dir": ("STRING", {"default": "", "tooltip": "folder keeping finished segments; a re-run "
-                                                                    "with the same inputs resumes there"}),
+                "resume_dir": ("STRING", {"default": "", "tooltip": "folder (inside output/) keeping finished "
+                                                                    "segments; a re-run with the same inputs resumes "
+                                                                    "there"}),
             },
         }
 
@@ -123,7 +124,7 @@ class WanAnimateSampler:
         settings = GenerationSettings(
             mode=embeds.mode, clip_len=segment_length, refert_num=int(guide_frames), solver=scheduler, steps=steps,
             shift=shift, guide_scale=cfg, face_guide_scale=face_cfg, seed=seed,
-            colour_correction=colour_correction, resume_dir=resume_dir or None,
+            colour_correction=colour_correction, resume_dir=output_path(resume_dir) if resume_dir else None,
         )
         settings.validate()
         device = torch_device()
