@@ -377,3 +377,11 @@ def test_fp8_layers_keep_an_exact_float_delta(tmp_path):
     assert type(layer) is FP8Linear
     assert set(model.state_dict()) == keys
     torch.testing.assert_close(model(video), before, atol=0, rtol=0)
+
+    both = {**peft_state({"blocks.0.self_attn.q": (down, up)}), "blocks.0.self_attn.q.diff": torch.ones(8, 8)}
+    report = apply_loras(model, [(load_lora(save_safetensors(tmp_path, "both.safetensors", both)), 0.5)])
+    expected = dequantised + 0.5 * up @ down + 0.5
+    torch.testing.assert_close(linear_weight(layer, torch.float32), expected, atol=1e-6, rtol=0)
+    remove_loras(model, report)
+    assert set(model.state_dict()) == keys
+    torch.testing.assert_close(model(video), before, atol=0, rtol=0)

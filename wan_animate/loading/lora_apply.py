@@ -74,8 +74,8 @@ def apply_loras(model: nn.Module, loras: list[tuple[LoRA, float]], keep_original
     params = dict(model.named_parameters())
     flat_names = {name.replace(".", "_"): name for name in modules if name}
     report = LoraReport(can_undo=keep_originals, requested=[(lora.name, float(s)) for lora, s in loras])
-    changes: list[tuple[int, _Change]] = []
-    for index, (lora, strength) in enumerate(loras):
+    changes: list[_Change] = []
+    for lora, strength in loras:
         label = _unique_label(lora.name, report.matched)
         lora_changes, unmatched = _plan_lora(lora, float(strength), modules, params, flat_names)
         if not lora_changes:
@@ -86,22 +86,22 @@ def apply_loras(model: nn.Module, loras: list[tuple[LoRA, float]], keep_original
         report.matched[label] = sorted({change.param_name for change in lora_changes})
         report.unmatched[label] = unmatched
         report.ignored_keys[label] = list(lora.ignored_keys)
-        changes += [(index, change) for change in lora_changes]
+        changes += lora_changes
 
     applied = getattr(model, _APPLIED_ATTR, [])
-    by_param: dict[str, list[tuple[int, _Change]]] = {}
-    for index, change in changes:
-        by_param.setdefault(change.param_name, []).append((index, change))
+    by_param: dict[str, list[_Change]] = {}
+    for change in changes:
+        by_param.setdefault(change.param_name, []).append(change)
     for param_name, param_changes in by_param.items():
         layer_name, _, leaf = param_name.rpartition(".")
         layer = modules.get(layer_name)
         if leaf == "weight" and isinstance(layer, FP8Linear) and is_fp8(layer.weight.dtype):
-            for index, change in param_changes:
-                entry = f"lora{len(applied)}_{index}"
+            for number, change in enumerate(param_changes):
+                entry = f"lora{len(applied)}_{number}"
                 add_fp8_delta(layer, entry, change.factor, up=change.up, down=change.down, dense=change.dense)
                 report.fp8_entries.append((layer_name, entry))
         else:
-            _merge(params[param_name], [change for _, change in param_changes], report, keep_originals)
+            _merge(params[param_name], param_changes, report, keep_originals)
     setattr(model, _APPLIED_ATTR, applied + [report])
     return report
 
