@@ -1,0 +1,128 @@
+"""Benchmark the Wan2.1 VAE: encode + decode time and peak GPU memory, tiled and untiled.
+
+Random weights at the released configuration (dim 96, z_dim 16) unless --weights names a real checkpoint; the timing
+and memory of a VAE do not depend on the weight values.
+
+    python benchmarks/vae_bench.py                                   # 81 frames at 832x480 and 1280x720, bf16, GPU
+    python benchmarks/vae_bench.py --dtype fp32 --sizes 1280x720 --modes tiled --tile 48 --json out.json
+    python benchmarks/vae_bench.py --tiny                            # CPU smoke check: tiny model, tiny video
+
+Peak memory is `torch.cuda.max_memory_allocated` over each call (reset before it), with the input and output on the
+GPU; it is not reported on CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from wan_animate.loading.vae import load_vae  # noqa: E402
+from wan_animate.model.vae import DEFAULT_OVERLAP, DEFAULT_TILE, VAEConfig, WanVAE  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TINY_CONFIG = VAEConfig(dim=8, num_res_blocks=1, dim_mult=(1, 2, 2, 2))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    parser.add_argument("--frames", type=int, default=81, help="video frames, 4k+1")
+    parser.add_argument("--sizes", default="832x480,1280x720", help="comma-separated WIDTHxHEIGHT")
+    parser.add_argument("--modes", default="untiled,tiled", help="comma-separated: untiled, tiled")
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help="tile size in latent cells (8 px)")
+    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP, help="tile overlap in latent cells")
+    parser.add_argument("--weights", help="a Wan2.1 VAE checkpoint to load instead of random weights")
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs per case (the best is reported)")
+    parser.add_argument("--tiny", action="store_true", help="tiny model, 5 frames at 64x48 (CPU smoke check)")
+    parser.add_argument("--json", help="write the results to this file")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.frames, args.sizes = 5, "64x48"
+        args.tile, args.overlap = min(args.tile, 4), min(args.overlap, 2)
+    return args
+
+
+def build_vae(args: argparse.Namespace) -> WanVAE:
+    dtype = DTYPES[args.dtype]
+    if args.weights:
+        return load_vae(args.weights, device=args.device, dtype=dtype)
+    torch.manual_seed(0)
+    with torch.device(args.device):
+        vae = WanVAE(TINY_CONFIG if args.tiny else VAEConfig())
+    return vae.to(dtype).eval().requires_grad_(False)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(fn, device: torch.device, repeat: int) -> tuple[torch.Tensor, float, float | None]:
+    """(result, best seconds, peak GiB allocated during the call, or None off-GPU)."""
+    best, peak, result = float("inf"), None, None
+    for _ in range(repeat):
+        result = None
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        _sync(device)
+        start = time.perf_counter()
+        result = fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+        if device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(device) / 2**30
+    return result, best, peak
+
+
+def run_case(vae: WanVAE, args: argparse.Namespace, width: int, height: int, tiled: bool) -> dict:
+    device = torch.device(args.device)
+    video = torch.rand(1, 3, args.frames, height, width, device=device) * 2 - 1
+    tiling = dict(tiled=tiled, tile=args.tile, overlap=args.overlap)
+    record = {"size": f"{width}x{height}", "frames": args.frames, "mode": "tiled" if tiled else "untiled"}
+    try:
+        latent, record["encode_s"], record["encode_peak_gib"] = measure(
+            lambda: vae.encode(video, **tiling), device, args.repeat)
+        del video
+        _, record["decode_s"], record["decode_peak_gib"] = measure(
+            lambda: vae.decode(latent, **tiling), device, args.repeat)
+    except torch.cuda.OutOfMemoryError as error:
+        record["error"] = f"out of memory: {str(error).splitlines()[0]}"
+    return record
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    vae = build_vae(args)
+    device = torch.device(args.device)
+    # warm-up (kernel selection, allocator) on a small clip
+    vae.decode(vae.encode(torch.zeros(1, 3, 5, 64, 64, device=device)))
+    header = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": args.dtype, "config": str(vae.config), "tile": args.tile, "overlap": args.overlap,
+        "weights": args.weights or "random", "torch": torch.__version__, "command": " ".join(sys.argv),
+    }
+    print(json.dumps(header))
+    results = []
+    for size in args.sizes.split(","):
+        width, height = (int(v) for v in size.lower().split("x"))
+        for mode in args.modes.split(","):
+            if mode not in ("tiled", "untiled"):
+                raise SystemExit(f"--modes: unknown mode '{mode}' (expected tiled or untiled)")
+            record = run_case(vae, args, width, height, tiled=mode == "tiled")
+            results.append(record)
+            print(json.dumps(record))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"setup": header, "results": results}, indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()
