@@ -55,6 +55,26 @@ def test_first_timesteps_of_the_official_solvers_differ():
     assert make_scheduler("unipc", 20, 5.0).timesteps[:3].tolist() == [999.0, 989.0, 978.0]
 
 
+# Final samples printed by the official Wan2.2 FlowDPMSolverMultistepScheduler / FlowUniPCMultistepScheduler (set up
+# as wan/animate.py does, shift 5) for x = [1, 0.3, -0.7, -1.2] and velocity tanh(x - [0.5, -1, 2, 0]) * 1.3 + 0.1 i.
+OFFICIAL_FINAL_SAMPLES = {
+    ("dpm++", 6): [0.294495, -0.977362, 0.159129, -0.663294],
+    ("dpm++", 20): [-0.321559, -1.557421, -0.905511, -1.588826],
+    ("unipc", 6): [0.294633, -0.977859, 0.153315, -0.667516],
+    ("unipc", 20): [-0.3206, -1.555348, -0.903843, -1.58687],
+}
+
+
+@pytest.mark.parametrize("name,steps", sorted(OFFICIAL_FINAL_SAMPLES))
+def test_updates_reproduce_the_official_schedulers(name, steps):
+    scheduler = make_scheduler(name, steps, 5.0)
+    target = torch.tensor([0.5, -1.0, 2.0, 0.0])
+    x = torch.tensor([[1.0, 0.3, -0.7, -1.2]])
+    for i in range(steps):
+        x = scheduler.step(torch.tanh(x - target) * 1.3 + 0.1 * i, i, x)
+    torch.testing.assert_close(x[0], torch.tensor(OFFICIAL_FINAL_SAMPLES[name, steps]), atol=2e-6, rtol=0)
+
+
 def _run(scheduler, velocity, x: torch.Tensor) -> torch.Tensor:
     for i in range(scheduler.steps):
         x = scheduler.step(velocity(x, scheduler.sigmas[i].double().item()), i, x)
