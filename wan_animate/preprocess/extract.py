@@ -1,8 +1,8 @@
 """Video frames -> per-frame 133-point whole-body keypoints of the main person (detector + tracker + pose model)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -10,7 +10,7 @@ Masks are [F, H, W] (or [H, W]); 1 = the person to replace.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import cv2
 import numpy as np

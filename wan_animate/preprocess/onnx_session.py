@@ -6,6 +6,7 @@ reads the model's input shape and splits (and, for a fixed batch above 1, pads) 
 from __future__ import annotations
 
 import os
+
 import numpy as np
 
 GPU_INSTALL_HINT = "pip install onnxruntime-gpu (in place of onnxruntime)"

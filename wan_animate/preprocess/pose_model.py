@@ -21,7 +21,6 @@ MIN_BOX_SIDE = 10  # smaller boxes are ignored: the whole frame is used instead
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
 IMAGENET_STD = np.array([0.229, 0.224, 0.225])
 DARK_KERNEL = 11
-NUM_KEYPOINTS = 133
 
 
 def crop_window(box: np.ndarray | None, frame_hw: tuple[int, int], input_hw: tuple[int, int],
@@ -34,7 +33,7 @@ def crop_window(box: np.ndarray | None, frame_hw: tuple[int, int], input_hw: tup
     aspect = input_hw[0] / input_hw[1]  # height / width
     centre = np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0])
     side = max((box[2] - box[0]) * aspect, box[3] - box[1])
-    size = np.array([side / aspect, side]) / 200.0 * padding * 200.0
+    size = np.array([side / aspect, side]) / 200.0 * padding * 200.0  # the official operation order, bit for bit
     return centre, size
 
 

@@ -7,7 +7,7 @@ padding. These helpers reproduce those numbers exactly.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -57,7 +57,7 @@ def frame_indices_for_timestamps(timestamps_s: Sequence[float], target_fps: floa
         target_fps = (len(ts) - 1) / (ts[-1] - ts[0]) if len(ts) > 1 and ts[-1] > ts[0] else 1.0
     if target_fps <= 0:
         raise ValueError(f"target fps must be positive or -1 (keep the source rate); got {target_fps}")
-    ticks = ts[0] + np.arange(int(math.floor((ts[-1] - ts[0]) * target_fps + 1e-9)) + 1) / target_fps
+    ticks = ts[0] + np.arange(math.floor((ts[-1] - ts[0]) * target_fps + 1e-9) + 1) / target_fps
     right = np.clip(np.searchsorted(ts, ticks), 1, len(ts) - 1) if len(ts) > 1 else np.zeros(len(ticks), int)
     left = np.maximum(right - 1, 0)
     nearest = np.where(np.abs(ts[right] - ticks) < np.abs(ticks - ts[left]), right, left)
