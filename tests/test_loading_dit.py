@@ -252,3 +252,9 @@ def test_unsupported_quant_format_and_bad_dtypes(model, tmp_path):
         load_dit(_save(_state(model), tmp_path), dtype=FP8)
     with pytest.raises(ValueError, match="storage_dtype"):
         load_dit(_save(_state(model), tmp_path), dtype=torch.float32, storage_dtype=torch.float16)
+
+
+def test_a_vae_file_is_sent_to_the_vae_loader(tmp_path):
+    state = {"encoder.downsamples.0.residual.0.gamma": torch.ones(4, 1, 1, 1), "conv1.weight": torch.zeros(2, 2)}
+    with pytest.raises(ValueError, match="a Wan VAE, not a Wan-Animate diffusion model"):
+        load_dit(_save(state, tmp_path))

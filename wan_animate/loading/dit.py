@@ -19,7 +19,8 @@ from safetensors import safe_open
 from ..model.dit import WanAnimateConfig, WanAnimateDiT
 from ..model.motion_encoder import blur_kernel
 from ..runtime.fp8 import FP8Linear, dequantize, is_fp8, quantize, swap_linears_to_fp8
-from .keys import ANIMATE_ONLY_GROUPS, QuantKeys, group_of, quant_format, split_quant_keys, strip_model_prefix
+from .keys import (ANIMATE_DIT, ANIMATE_ONLY_GROUPS, QuantKeys, group_of, quant_format, reject_other_kind,
+                   split_quant_keys, strip_model_prefix)
 from .state_dict import checkpoint_files, load_state_dict
 
 SAFETENSORS_DTYPES = {
@@ -115,6 +116,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor | tuple[int, ...]]) -> Wa
     weight_names, _ = split_quant_keys(list(names))
     shapes = {n: tuple(state_dict[names[n]].shape if hasattr(state_dict[names[n]], "shape") else state_dict[names[n]])
               for n in weight_names}
+    reject_other_kind(list(shapes), ANIMATE_DIT)
     _reject_plain_wan(shapes)
 
     def shape(key: str, what: str) -> tuple[int, ...]:

@@ -87,3 +87,38 @@ def group_of(key: str) -> str:
     if parts[0] == "face_adapter" and len(parts) > 2:
         return ".".join(parts[:3])
     return parts[0]
+
+
+# ----- recognising a file given to the wrong loader -----
+
+ANIMATE_DIT = "a Wan-Animate diffusion model"
+WAN_VAE = "a Wan VAE"
+LOADER_HINTS = {
+    ANIMATE_DIT: "load it with the Wan Animate Model Loader (models/diffusion_models/)",
+    WAN_VAE: "load it with the Wan Animate VAE Loader (models/vae/)",
+    "a LoRA": "load it with the Wan Animate LoRA node (models/loras/)",
+    "a umT5 text encoder": "load it with ComfyUI's Load CLIP node, type 'wan' (models/text_encoders/)",
+    "a CLIP vision model": "load it with ComfyUI's Load CLIP Vision node (models/clip_vision/)",
+}
+_KIND_MARKERS = (  # (kind, a key containing any of these fragments), checked in order
+    ("a LoRA", ("lora_down", "lora_up", "lora_A.", "lora_B.", ".lora.down")),
+    (ANIMATE_DIT, ("face_adapter.fuser_blocks.", "motion_encoder.enc.")),
+    (WAN_VAE, ("encoder.downsamples.", "decoder.upsamples.")),
+    ("a umT5 text encoder", ("encoder.block.0.layer.", "token_embedding.weight")),
+    ("a CLIP vision model", ("vision_model.encoder.", "visual.transformer.")),
+)
+
+
+def checkpoint_kind(keys: list[str]) -> str | None:
+    """What a checkpoint holds, judged from its key names: one of LOADER_HINTS' kinds, or None when unrecognised."""
+    for kind, fragments in _KIND_MARKERS:
+        if any(fragment in key for key in keys for fragment in fragments):
+            return kind
+    return None
+
+
+def reject_other_kind(keys: list[str], wanted: str) -> None:
+    """Raise a ValueError saying which loader takes the file when `keys` are recognisably not `wanted`'s."""
+    kind = checkpoint_kind(keys)
+    if kind is not None and kind != wanted:
+        raise ValueError(f"this file is {kind}, not {wanted}: {LOADER_HINTS[kind]}")
