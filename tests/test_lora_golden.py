@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import assert_close_golden, golden_root, golden_section
+from conftest import assert_close_golden, golden_root, golden_section
 from wan_animate.loading.dit import load_dit
 from wan_animate.loading.lora import apply_loras, load_lora, remove_loras
 from wan_animate.runtime.fp8 import FP8Linear, linear_weight

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import golden_section
+from conftest import golden_section
 from wan_animate.sampling.schedulers import SCHEDULERS, make_scheduler
 
 NAMES = sorted(SCHEDULERS)
