@@ -4,7 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wan_animate.preprocess.face_crop import crop_faces, detect_face_boxes, face_box, face_boxes
+from wan_animate.preprocess.face_crop import (
+    crop_faces,
+    detect_face_boxes,
+    face_box,
+    face_boxes,
+)
 from wan_animate.preprocess.keypoints import FACE_POINTS
 
 

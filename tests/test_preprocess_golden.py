@@ -13,11 +13,13 @@ from PIL import Image
 
 from wan_animate.preprocess.face_crop import crop_faces, detect_face_boxes
 from wan_animate.preprocess.render import render_animate_poses, render_replace_poses
+from wan_animate.preprocess.retarget import retarget_poses
 
 BOX_TOLERANCE_PX = 1
 CROP_TOLERANCE = 1
 RENDER_CHANNEL_TOLERANCE = 8
 RENDER_MAX_DIFFERING = 0.02
+KEYPOINT_TOLERANCE_PX = 0.5
 
 
 @pytest.fixture(scope="module")
@@ -75,11 +77,36 @@ def test_preprocess_golden_face_boxes_and_crops(golden):
     assert crop_error <= CROP_TOLERANCE, f"face crops off by {crop_error} grey levels (tolerance {CROP_TOLERANCE})"
 
 
-@pytest.mark.parametrize("kind", ["pose_u8", "pose_replace_u8"])
+def retargeted(golden, tpose: bool):
+    tposes = {"tpose_driving": golden["tpose_keypoints"], "tpose_ref": golden["ref_tpose_keypoints"]} if tpose else {}
+    return retarget_poses(golden["keypoints"], golden["ref_keypoints"], golden["frame_size"], golden["ref_size"],
+                          **tposes)
+
+
+@pytest.mark.parametrize("kind", ["pose_u8", "pose_replace_u8", "pose_retarget_u8", "pose_retarget_tpose_u8"])
 def test_preprocess_golden_renders(golden, kind, tmp_path):
     keypoints, frame_size, ref_size = golden["keypoints"], golden["frame_size"], golden["ref_size"]
     if kind == "pose_u8":
         ours = render_animate_poses(keypoints, frame_size, ref_size)
-    else:
+    elif kind == "pose_replace_u8":
         ours = render_replace_poses(keypoints, frame_size)
+    else:
+        ours = retargeted(golden, tpose=kind == "pose_retarget_tpose_u8").render()
     assert_render_matches(ours, golden[kind], kind, tmp_path)
+
+
+@pytest.mark.parametrize("tpose", [False, True], ids=["plain", "tpose"])
+def test_preprocess_golden_retarget_keypoints(golden, tpose):
+    poses = retargeted(golden, tpose)
+    prefix = "retarget_tpose_" if tpose else "retarget_"
+    for part in ("body", "left_hand", "right_hand"):
+        expected = golden[prefix + part].astype(np.float64)
+        ours = getattr(poses, part)
+        assert ours.shape == expected.shape, f"{prefix}{part}: shape {ours.shape} != golden {expected.shape}"
+        nan_ours, nan_golden = np.isnan(ours), np.isnan(expected)
+        assert np.array_equal(nan_ours, nan_golden), (
+            f"{prefix}{part}: NaN (dropped points) at {np.argwhere(nan_ours != nan_golden)[:5].tolist()} differ")
+        error = np.abs(ours - expected)[..., :2][~nan_golden[..., :2]].max(initial=0.0)
+        assert error <= KEYPOINT_TOLERANCE_PX, f"{prefix}{part}: off by {error:.3f} px (> {KEYPOINT_TOLERANCE_PX})"
+        score_error = np.abs(ours - expected)[..., 2][~nan_golden[..., 2]].max(initial=0.0)
+        assert score_error <= 1e-6, f"{prefix}{part}: scores off by {score_error:.2e}"

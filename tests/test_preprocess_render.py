@@ -6,8 +6,16 @@ import pytest
 
 from wan_animate.preprocess.keypoints import BODY_SOURCE_A, BODY_SOURCE_B
 from wan_animate.preprocess.render import (
-    BODY_COLORS, HAND_JOINT_COLOR, body_stick_width, draw_skeleton, fit_with_padding, hand_stick_width,
-    hsv_to_rgb, render_animate_poses, render_pose, render_replace_poses,
+    BODY_COLORS,
+    HAND_JOINT_COLOR,
+    body_stick_width,
+    draw_skeleton,
+    fit_with_padding,
+    hand_stick_width,
+    hsv_to_rgb,
+    render_animate_poses,
+    render_pose,
+    render_replace_poses,
 )
 
 NO_HAND = np.zeros((21, 3))

@@ -26,6 +26,12 @@ BODY_POINT_NAMES = (
 BODY_SOURCE_A = (0, 6, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3, 17, 20)
 BODY_SOURCE_B = (0, 5, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3, 18, 21)
 BODY = {name: index for index, name in enumerate(BODY_POINT_NAMES)}
+# Body limbs (bones) as pairs of 20-point body indices, in the official order: drawing and retargeting walk them in
+# this order, and retargeting places each limb's second point from its (possibly already moved) first point.
+BODY_LIMBS = (
+    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13),
+    (1, 0), (0, 14), (14, 16), (0, 15), (15, 17), (13, 18), (10, 19),
+)
 
 
 @dataclass

@@ -12,15 +12,11 @@ import math
 import cv2
 import numpy as np
 
-from .keypoints import check_size, normalized_pose, normalized_video_poses
+from .keypoints import BODY_LIMBS, check_size, normalized_pose, normalized_video_poses
 
 DRAW_THRESHOLD = 0.5
 
-# Body limbs as pairs of 20-point body indices, in drawing order, each with its colour (RGB).
-BODY_LIMBS = (
-    (1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12), (12, 13),
-    (1, 0), (0, 14), (14, 16), (0, 15), (15, 17), (13, 18), (10, 19),
-)
+# One colour (RGB) per body limb (in BODY_LIMBS order) and per body joint; the last one is only used for a joint.
 BODY_COLORS = (
     (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),
     (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255),
