@@ -1,6 +1,9 @@
 """Loader nodes: the Wan-Animate DiT, its VAE, LoRAs, the pose models and SAM2."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 from wan_animate.loading.model_handle import STORAGE, DiTHandle, DiTOptions
@@ -57,8 +60,18 @@ class WanAnimateModelLoader:
         offload = _offload_setting(offload_blocks)
         options = DiTOptions(DTYPES[compute_dtype], weight_storage, attention, offload, prefetch_blocks, compile)
         handle = DiTHandle(model_path("diffusion_models", model_name), options)
-        handle.model()
+        with _naming_file("model_name", model_name):
+            handle.model()
         return (handle,)
+
+
+@contextmanager
+def _naming_file(input_name: str, file_name: str) -> Iterator[None]:
+    """Prefix a loader's ValueError (wrong file, missing keys...) with the node input and the file it names."""
+    try:
+        yield
+    except ValueError as error:
+        raise ValueError(f"{input_name} '{file_name}': {error}") from error
 
 
 def _offload_setting(text: str) -> int | str:
@@ -86,7 +99,8 @@ class WanAnimateVAELoader:
     CATEGORY = CATEGORY
 
     def load(self, vae_name, dtype):
-        vae = load_vae(model_path("vae", vae_name), device=torch_device(), dtype=DTYPES[dtype])
+        with _naming_file("vae_name", vae_name):
+            vae = load_vae(model_path("vae", vae_name), device=torch_device(), dtype=DTYPES[dtype])
         return (vae,)
 
 

@@ -17,8 +17,8 @@ import numpy as np
 from .detector import PersonDetector
 from .extract import PoseSequence, extract_image_pose, extract_poses
 from .face_crop import crop_faces, detect_face_boxes
-from .masks import (blur_mask, box_person_masks, grow_mask, official_mask_postprocess, replacement_inputs,
-                    sam2_person_masks)
+from .masks import (SAM2_INSTALL_HINT, blur_mask, box_person_masks, grow_mask, official_mask_postprocess,
+                    replacement_inputs, sam2_person_masks)
 from .pose_model import WholeBodyPoseModel
 from .render import render_animate_poses, render_replace_poses
 from .retarget import retarget_poses
@@ -81,10 +81,13 @@ def prepare_inputs(
     if mode == "replace" and retarget:
         raise ValueError("retargeting applies to Animation mode only; turn it off for Replacement")
     if mode == "replace":
+        check_mask_settings(mask or MaskSettings())
         video = resize_frames(video, area)
         reference = padding_resize(np.asarray(character), *video.shape[1:3])
     else:
         reference = resize_to_area(np.asarray(character), area)
+    # the character's pose first: a character without one fails before the long pass over the video
+    ref_pose = extract_image_pose(reference, detector, pose_model) if retarget else None
     poses = extract_poses(video, detector, pose_model, progress=progress)
     if smoothing > 0:
         poses.keypoints = smooth_keypoints(poses.keypoints, smoothing)
@@ -99,7 +102,7 @@ def prepare_inputs(
     if mode == "replace":
         pose = render_replace_poses(poses.keypoints, poses.frame_size)
     elif retarget:
-        pose = _retargeted(poses, reference, detector, pose_model, tpose_character, tpose_driving, report)
+        pose = _retargeted(poses, reference, ref_pose, detector, pose_model, tpose_character, tpose_driving, report)
     else:
         pose = render_animate_poses(poses.keypoints, poses.frame_size, ref_size)
     prepared = PreparedInputs(reference=reference, pose=pose, face=face, driving_poses=poses, report=report)
@@ -108,12 +111,11 @@ def prepare_inputs(
     return prepared
 
 
-def _retargeted(poses: PoseSequence, reference: np.ndarray, detector: PersonDetector,
+def _retargeted(poses: PoseSequence, reference: np.ndarray, ref_pose: PoseSequence, detector: PersonDetector,
                 pose_model: WholeBodyPoseModel, tpose_character: np.ndarray | None,
                 tpose_driving: np.ndarray | None, report: list[str]) -> np.ndarray:
     if (tpose_character is None) != (tpose_driving is None):
         raise ValueError("T-pose retargeting needs both T-pose images (character and driving first frame) or neither")
-    ref_pose = extract_image_pose(reference, detector, pose_model)
     tpose_ref = tpose_drv = None
     if tpose_character is not None:
         tpose_ref = extract_image_pose(padding_resize(tpose_character, *reference.shape[:2]), detector,
@@ -128,16 +130,29 @@ def _retargeted(poses: PoseSequence, reference: np.ndarray, detector: PersonDete
     return retargeted.render()
 
 
+def check_mask_settings(settings: MaskSettings) -> None:
+    """Raise before any work when the Replacement mask cannot be made: unknown method, or SAM2 without its
+    checkpoint or package."""
+    if settings.method not in MASK_METHODS:
+        raise ValueError(f"mask method is {settings.method!r}; expected one of {MASK_METHODS}")
+    if settings.method != "sam2":
+        return
+    if not settings.sam2_checkpoint:
+        raise ValueError("mask method 'sam2' needs a SAM2 checkpoint (connect a SAM2 loader with "
+                         "models/sam2/sam2_hiera_large.pt), or choose mask method 'pose_box'")
+    try:
+        import sam2  # noqa: F401  (only whether it imports)
+    except ImportError as error:
+        raise ImportError(f"mask method 'sam2' needs the sam2 package, which is not installed: {SAM2_INSTALL_HINT}; "
+                          "or choose mask method 'pose_box'") from error
+
+
 def _replacement(video: np.ndarray, poses: PoseSequence, settings: MaskSettings,
                  report: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    if settings.method == "sam2":
-        if not settings.sam2_checkpoint:
-            raise ValueError("mask method 'sam2' needs a SAM2 checkpoint (models/sam2/sam2_hiera_large.pt)")
+    if settings.method == "sam2":  # settings checked by check_mask_settings
         masks = sam2_person_masks(video, poses.keypoints, settings.sam2_checkpoint, device=settings.sam2_device)
-    elif settings.method == "pose_box":
-        masks = (box_person_masks(poses.keypoints, poses.frame_size) > 0.5).astype(np.uint8)
     else:
-        raise ValueError(f"mask method is {settings.method!r}; expected one of {MASK_METHODS}")
+        masks = (box_person_masks(poses.keypoints, poses.frame_size) > 0.5).astype(np.uint8)
     masks = official_mask_postprocess(masks, settings.iterations, settings.kernel, settings.w_len, settings.h_len)
     masks = blur_mask(grow_mask(masks.astype(np.float32), settings.grow), settings.blur)
     report.append(f"person mask ({settings.method}) covers {100 * float(masks.mean()):.1f}% of the frames")
