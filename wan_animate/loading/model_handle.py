@@ -2,12 +2,13 @@
 
 ComfyUI passes the same handle from the loader node to LoRA nodes and the sampler. LoRA nodes do not touch weights:
 they return a handle that asks for one more LoRA. The sampler calls `activate`, which loads the model once, brings
-the LoRAs on it in line with what the handle asks for (undoing the ones no longer wanted), places it on the device
+the LoRAs on it in line with what the handle asks for (reloading it when a different stack was merged), places it on the device
 (resident, or with its last blocks streamed from host memory), and afterwards parks it back in host memory.
 """
 from __future__ import annotations
 
 from collections.abc import Iterator
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -21,8 +22,9 @@ from ..runtime.memory import block_bytes, estimate_activation_bytes, module_byte
 from ..runtime.offload import enable_block_offload
 from .dit import load_dit
 from .lora import load_lora
-from .lora_apply import apply_loras, remove_all_loras
+from .lora_apply import apply_loras
 
+log = logging.getLogger(__name__)
 STORAGE = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn}
 
 
@@ -72,14 +74,20 @@ class DiTHandle:
         return self._shared.model
 
     def sync_loras(self) -> str:
-        """Make the model carry exactly this handle's LoRAs; returns a summary of what they changed."""
-        model = self.model()
+        """Make the model carry exactly this handle's LoRAs; returns a summary of what they changed.
+
+        LoRAs are merged without keeping a copy of the original weights (for the 14B model that copy would take tens
+        of GB of host memory), so a stack that differs from the one merged reloads the model from its file first.
+        """
         if self._shared.loras != self.loras:
-            remove_all_loras(model)
+            if self._shared.loras:
+                self._shared.model = None
             self._shared.loras, self._shared.lora_summary = (), ""
+            model = self.model()
             if self.loras:
-                report = apply_loras(model, [(load_lora(path), strength) for path, strength in self.loras])
-                self._shared.lora_summary = report.summary()
+                loras = [(load_lora(path), strength) for path, strength in self.loras]
+                self._shared.lora_summary = apply_loras(model, loras, keep_originals=False).summary()
+                log.info("LoRAs applied:\n%s", self._shared.lora_summary)
             self._shared.loras = self.loras
         return self._shared.lora_summary
 
