@@ -186,6 +186,17 @@ def test_fp8_linear_weight_roundtrip_for_lora_merging():
         layer.set_weight(torch.zeros(8, 4))
 
 
+def test_module_dtype_casts_keep_fp8_storage():
+    layer = FP8Linear(8, 4)
+    layer.set_weight(torch.linspace(-2, 2, 32).reshape(4, 8))
+    weight, scale = layer.weight.clone(), layer.scale_weight.clone()
+    layer.to(torch.bfloat16)
+    assert layer.weight.dtype == FP8 and torch.equal(layer.weight.view(torch.uint8), weight.view(torch.uint8))
+    assert layer.scale_weight.dtype == torch.float32 and torch.equal(layer.scale_weight, scale)
+    assert layer.bias.dtype == torch.bfloat16
+    assert layer(torch.randn(2, 8, dtype=torch.bfloat16)).dtype == torch.bfloat16
+
+
 # ----- config inference and errors -----
 
 def test_infer_config_from_shapes_only(model):

@@ -71,7 +71,7 @@ class Blur(nn.Module):
         channels = x.shape[1]
         before, after = self.pad
         x = F.pad(x, (before, after, before, after))
-        weight = self.kernel.flip(0, 1).to(x.dtype).expand(channels, 1, *self.kernel.shape)
+        weight = self.kernel.flip(0, 1).to(x.dtype).expand(channels, 1, *self.kernel.shape).contiguous()
         return F.conv2d(x, weight, groups=channels)
 
 

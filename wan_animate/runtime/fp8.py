@@ -43,6 +43,15 @@ class FP8Linear(nn.Linear):
         self.weight = nn.Parameter(data.to(self.weight.device), requires_grad=False)
         self.scale_weight = scale.to(self.scale_weight.device)
 
+    def _apply(self, fn, recurse: bool = True):
+        """Module-wide `.to(dtype)` / `.half()` leave the storage alone: fp8 weight, float32 scale (devices do move)."""
+        storage, scale = self.weight.dtype, self.scale_weight
+        super()._apply(fn, recurse)
+        if is_fp8(storage) and self.weight.dtype != storage:
+            self.weight.data = self.weight.data.to(storage)  # exact: fp8 values are representable in wider floats
+        self.scale_weight = scale.to(self.scale_weight.device)
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self.dequantized_weight(x.dtype), bias)
