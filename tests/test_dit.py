@@ -87,6 +87,8 @@ def test_bf16_weights_compute_close_to_float32(model):
         ("pose_latents", lambda t: t[:, :1], "pose_latents must be"),
         ("context", lambda t: torch.zeros(600, t.shape[1]), "context must be"),
         ("x", lambda t: t[..., :5], "x and y"),
+        ("t", lambda t: t.repeat(2), "t must be"),
+        ("clip_fea", lambda t: t[0], "clip_fea must be"),
     ],
 )
 def test_bad_inputs_are_named(model, name, change, message):

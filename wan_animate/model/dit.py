@@ -148,7 +148,7 @@ class WanAnimateDiT(nn.Module):
         clip_fea [1, 257, clip_dim], y [in_dim - 16, T, h, w] mask + condition, pose_latents [16, T - 1, h, w],
         motion_vec [1, T, heads + 1, dim] from `encode_face`. Returns [out_dim, T, h, w] float32.
         """
-        self._check_inputs(x, context, y, pose_latents, motion_vec)
+        self._check_inputs(x, t, context, clip_fea, y, pose_latents, motion_vec)
         dtype, device = self.compute_dtype, self.device
 
         video = torch.cat([x, y]).to(device=device, dtype=dtype)[None]  # [1, in_dim, T, h, w]
@@ -193,8 +193,12 @@ class WanAnimateDiT(nn.Module):
         u = u.permute(6, 0, 3, 1, 4, 2, 5)  # [C, T', pt, h', ph, w', pw]
         return u.reshape(self.config.out_dim, frames * pt, rows * ph, cols * pw)
 
-    def _check_inputs(self, x, context, y, pose_latents, motion_vec) -> None:
+    def _check_inputs(self, x, t, context, clip_fea, y, pose_latents, motion_vec) -> None:
         c = self.config
+        if t.shape != (1,):
+            raise ValueError(f"t must be [1] (one timestep for the one video); got {tuple(t.shape)}")
+        if clip_fea.ndim != 3 or clip_fea.shape[0] != 1 or clip_fea.shape[2] != c.clip_dim:
+            raise ValueError(f"clip_fea must be [1, tokens, {c.clip_dim}]; got {tuple(clip_fea.shape)}")
         if x.ndim != 4 or y.ndim != 4 or x.shape[1:] != y.shape[1:]:
             raise ValueError(f"x and y must be [C, T, h, w] with equal T, h, w; got {tuple(x.shape)}, {tuple(y.shape)}")
         if x.shape[0] + y.shape[0] != c.in_dim:
