@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -134,16 +135,42 @@ class ComfyUIServer:
                 self.process.wait(timeout)
 
 
+def write_test_assets(work_dir: Path) -> Path | None:
+    """The tiny models and inputs of tests/workflows_test (tests/tiny_models.py), written under work_dir/assets.
+
+    Returns the assets folder (`models/<folder>/...` and `input/...`), or None when the suite has no tiny-model writer.
+    """
+    try:
+        from tiny_models import write_tiny_models
+    except ImportError:
+        return None
+    assets = work_dir / "assets"
+    write_tiny_models(assets)
+    return assets
+
+
+def _extra_paths_yaml(assets: Path | None) -> str:
+    """extra_model_paths.yaml: the probe nodes as extra custom nodes, the test assets' model folders."""
+    lines = ["wan_animate_tests:", f"  custom_nodes: {json.dumps(str(PROBE_NODES_DIR))}"]
+    models = assets / "models" if assets is not None else None
+    if models is not None and models.is_dir():
+        lines += [f"  {folder.name}: {json.dumps(str(folder))}" for folder in sorted(models.iterdir()) if folder.is_dir()]
+    return "\n".join(lines) + "\n"
+
+
 def _server_args(port: int, work_dir: Path, extra_args: tuple[str, ...]) -> list[str]:
-    """ComfyUI arguments: CPU, loopback, every writable folder inside `work_dir`, the test-only probe nodes."""
+    """ComfyUI arguments: CPU, loopback, every writable folder inside `work_dir`, probe nodes and test assets."""
     folders = {name: work_dir / name for name in ("input", "output", "temp", "user")}
     for folder in folders.values():
         folder.mkdir(parents=True, exist_ok=True)
     settings = folders["user"] / "default" / "comfy.settings.json"
     settings.parent.mkdir(parents=True, exist_ok=True)
     settings.write_text(json.dumps(FRONTEND_SETTINGS))
+    assets = work_dir / "assets"
+    if (assets / "input").is_dir():
+        shutil.copytree(assets / "input", folders["input"], dirs_exist_ok=True)
     extra_paths = work_dir / "extra_model_paths.yaml"
-    extra_paths.write_text(f"wan_animate_tests:\n  custom_nodes: {json.dumps(str(PROBE_NODES_DIR))}\n")
+    extra_paths.write_text(_extra_paths_yaml(assets if assets.is_dir() else None))
     return [
         "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
         "--input-directory", str(folders["input"]), "--output-directory", str(folders["output"]),
@@ -195,9 +222,13 @@ _shared: dict = {"server": None, "context": None, "users": 0}
 
 
 def shared_comfyui(work_dir: Path) -> ComfyUIServer:
-    """One ComfyUI for the whole test session (started by the first caller); pair with release_shared_comfyui()."""
+    """One ComfyUI for the whole test session (started by the first caller); pair with release_shared_comfyui().
+
+    Its model folders and input folder also hold the test assets (write_test_assets), so tests/workflows_test runs.
+    """
     comfyui = require_comfyui()
     if _shared["server"] is None:
+        write_test_assets(work_dir)
         context = running_comfyui(comfyui, work_dir)
         _shared["server"] = context.__enter__()
         _shared["context"] = context
@@ -241,8 +272,9 @@ def api_workflow_problems(workflow: dict, object_info: dict) -> list[str]:
     """What ComfyUI would reject in an API-format workflow, checked against /object_info; [] when it is sound.
 
     Checks: every class_type is known, every input name exists, every required input is given, every link points at
-    an existing node and output slot whose type the input accepts, and plain values of INT/FLOAT/BOOLEAN/STRING
-    inputs have that type. Combo values are not checked (model files differ between installs).
+    an existing node and output slot whose type the input accepts, plain values of INT/FLOAT/BOOLEAN/STRING inputs
+    have that type, and numbers lie within the declared min/max. Combo values are not checked (model files differ
+    between installs).
     """
     problems = []
     for node_id, node in workflow.items():
@@ -264,7 +296,8 @@ def api_workflow_problems(workflow: dict, object_info: dict) -> list[str]:
             if isinstance(value, list):
                 problems += _link_problems(workflow, object_info, node_id, class_type, name, value, expected)
             else:
-                problems += _value_problems(node_id, class_type, name, value, expected)
+                options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+                problems += _value_problems(node_id, class_type, name, value, expected, options)
     return problems
 
 
@@ -286,14 +319,32 @@ def _link_problems(workflow, object_info, node_id, class_type, name, link, expec
     return []
 
 
-def _value_problems(node_id, class_type, name, value, expected) -> list[str]:
+def _value_problems(node_id, class_type, name, value, expected, options: dict) -> list[str]:
+    where = f"node {node_id} [{class_type}].{name}"
     checks = {"INT": lambda v: isinstance(v, int) and not isinstance(v, bool),
               "FLOAT": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
               "BOOLEAN": lambda v: isinstance(v, bool), "STRING": lambda v: isinstance(v, str)}
     check = checks.get(expected) if isinstance(expected, str) else None
     if check is not None and not check(value):
-        return [f"node {node_id} [{class_type}].{name}: expects {expected}, found {value!r}"]
+        return [f"{where}: expects {expected}, found {value!r}"]
+    if expected in ("INT", "FLOAT"):
+        if "min" in options and value < options["min"]:
+            return [f"{where}: {value} is below the minimum {options['min']}"]
+        if "max" in options and value > options["max"]:
+            return [f"{where}: {value} is above the maximum {options['max']}"]
     return []
+
+
+def upstream_subgraph(workflow: dict, node_id: str) -> dict:
+    """The part of an API-format workflow that `node_id` depends on (itself included), node ids kept."""
+    keep, pending = {}, [str(node_id)]
+    while pending:
+        current = pending.pop()
+        if current in keep:
+            continue
+        keep[current] = json.loads(json.dumps(workflow[current]))
+        pending += [str(v[0]) for v in keep[current].get("inputs", {}).values() if isinstance(v, list) and len(v) == 2]
+    return keep
 
 
 def queue_and_wait(server: ComfyUIServer, workflow: dict, timeout: float = 300.0) -> dict:

@@ -3,10 +3,10 @@
 // Contract with the Python nodes (docs/COMFYUI_TESTING.md, "Preview contract"): a node whose class name starts with
 // "WanAnimate" returns
 //   {"ui": {"images": [refs...], "wan_animate_previews": [{"kind": "pose", "count": 81, "fps": 16}, ...]}, "result": ...}
-// where `images` are ordinary ComfyUI image references ({filename, subfolder, type}, usually type "temp") listed group
-// after group in the order of `wan_animate_previews`, and each group's `count` says how many images it owns (the
-// counts add up to len(images)). `kind` names the group ("pose" | "face" | "mask" or any other word); `fps` and `label`
-// are optional. Without this extension ComfyUI still shows the images as its usual preview grid.
+// where `images` are ordinary ComfyUI image references ({filename, subfolder, type}, usually type "temp") and each
+// group owns `count` consecutive images starting at its optional `start` index (default: right after the previous
+// group). `kind` names the group ("pose" | "face" | "mask" or any other word); `fps` and `label` are optional.
+// Without this extension ComfyUI still shows the images as its usual preview grid.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
@@ -50,16 +50,20 @@ function viewUrl(ref) {
   return api.apiURL(`/view?${params}`);
 }
 
-/** Split the flat image list into the groups declared under `wan_animate_previews`; throws on a mismatch. */
+/** Split the flat image list into the groups declared under `wan_animate_previews`; throws on a mismatch.
+ *  A group's images start at its `start` index when given, else right after the previous group's. */
 export function groupPreviews(images, groups) {
-  const declared = groups.reduce((sum, group) => sum + (group.count ?? 0), 0);
-  if (declared !== images.length) {
-    throw new Error(`${PREVIEW_KEY} declares ${declared} images but the node sent ${images.length}`);
-  }
-  let start = 0;
+  let next = 0;
   return groups.map((group) => {
-    const frames = images.slice(start, start + group.count);
-    start += group.count;
+    const count = Number(group.count ?? 0);
+    const start = Number.isInteger(group.start) ? group.start : next;
+    if (start < 0 || start + count > images.length) {
+      throw new Error(
+        `${PREVIEW_KEY} group "${group.kind}" wants images ${start}..${start + count - 1} but the node sent ${images.length}`,
+      );
+    }
+    next = start + count;
+    const frames = images.slice(start, next);
     return { kind: String(group.kind ?? "preview"), label: group.label, fps: group.fps ?? DEFAULT_FPS, frames };
   });
 }

@@ -1,0 +1,307 @@
+"""Browser layer: the real ComfyUI frontend in headless Chromium (Debian's /usr/bin/chromium through Playwright).
+
+Checks that the web extension is served and registers, that every UI-format workflow in workflows/*.json loads
+with all its node types known and its widget values intact (one screenshot each, path printed), that a tiny
+core-node graph queued from the page shows its output image, and that the preview contract renders frame sliders.
+Skipped unless COMFYUI_PATH is set, /usr/bin/chromium exists and the `playwright` package is installed.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from comfyui_server import REPO_ROOT, release_shared_comfyui, require_comfyui, shared_comfyui, upstream_subgraph
+from wan_animate.client import ComfyClient
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run",
+]
+EXTENSION_NAME = "WanAnimate.Previews"
+EXTENSION_FILE = "wan_animate.js"
+PAGE_TIMEOUT_MS = 90_000
+UI_WORKFLOWS = sorted(
+    path for path in (REPO_ROOT / "workflows").glob("*.json")
+    if {"nodes", "links"} <= set(json.loads(path.read_text(encoding="utf-8")))
+)
+MAX_WIDGET_NODES = 8  # widget values compared on this many nodes per workflow
+PREVIEW_NODE = "WanAnimatePreprocess"  # a pack node that sends `wan_animate_previews`
+PREVIEW_WORKFLOWS = sorted(
+    path for path in (REPO_ROOT / "tests" / "workflows_test").glob("*.json")
+    if any(n.get("class_type") == PREVIEW_NODE for n in json.loads(path.read_text(encoding="utf-8")).values())
+)
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="session")
+def comfyui(tmp_path_factory):
+    require_comfyui()
+    if not CHROMIUM.exists():
+        pytest.skip(f"browser layer: {CHROMIUM} is absent (apt-get install chromium)")
+    pytest.importorskip("playwright", reason="browser layer: pip install playwright (no browser download needed)")
+    server = shared_comfyui(tmp_path_factory.mktemp("comfyui"))
+    yield server
+    release_shared_comfyui()
+
+
+@pytest.fixture(scope="session")
+def browser(comfyui):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class PageErrors:
+    """Page errors, plus console errors/warnings that come from this pack's extension."""
+
+    def __init__(self, page):
+        self.items: list[str] = []
+        page.on("pageerror", lambda error: self.items.append(f"pageerror: {error}"))
+        page.on("console", self._console)
+        page.on("response", self._response)
+
+    def _console(self, message) -> None:
+        source = (message.location or {}).get("url", "")
+        ours = EXTENSION_FILE in source or "WanAnimate" in message.text or "wan_animate" in message.text
+        if message.type in ("error", "warning") and ours:
+            self.items.append(f"console {message.type}: {message.text} ({source})")
+
+    def _response(self, response) -> None:
+        if EXTENSION_FILE in response.url and response.status >= 400:
+            self.items.append(f"HTTP {response.status} for {response.url}")
+
+
+@pytest.fixture
+def page(browser, comfyui):
+    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page.set_default_timeout(PAGE_TIMEOUT_MS)
+    errors = PageErrors(page)
+    page.goto(comfyui.url + "/", wait_until="domcontentloaded")
+    page.wait_for_function(
+        "() => window.app?.graph && window.app.vueAppReady && window.LiteGraph"
+        " && Object.keys(window.LiteGraph.registered_node_types).length > 0",
+    )
+    page.errors = errors
+    yield page
+    page.close()
+
+
+def _fit_view(page) -> None:
+    page.evaluate("""async () => {
+        try { await window.app.extensionManager.command.execute("Comfy.Canvas.FitView"); }
+        catch (error) { window.app.canvas.ds.reset(); }
+        window.app.canvas.setDirty(true, true);
+    }""")
+    page.wait_for_timeout(500)
+
+
+def test_extension_is_served_and_registers(comfyui, page):
+    extensions = comfyui.get_json("/extensions")
+    ours = [url for url in extensions if url.endswith(f"/{EXTENSION_FILE}") and comfyui.pack_dir.name in url]
+    assert ours, f"/extensions does not list {EXTENSION_FILE}: {extensions}"
+    names = page.evaluate("() => window.app.extensions.map(e => e.name)")
+    assert EXTENSION_NAME in names
+    assert page.errors.items == []
+
+
+def _subgraph_ids(workflow: dict) -> set[str]:
+    return {subgraph["id"] for subgraph in (workflow.get("definitions") or {}).get("subgraphs") or []}
+
+
+@pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.name)
+def test_ui_workflow_loads_in_the_frontend(page, path: Path, tmp_path):
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    file_types = {node["type"] for node in workflow["nodes"]} - _subgraph_ids(workflow)
+    registered = set(page.evaluate("() => Object.keys(window.LiteGraph.registered_node_types)"))
+    assert sorted(file_types - registered) == [], "node types unknown to the frontend"
+
+    page.evaluate(
+        "async (graph) => { await window.app.loadGraphData(graph, true, true, null,"
+        " {showMissingNodesDialog: false, showMissingModelsDialog: false}); }",
+        workflow,
+    )
+    page.wait_for_timeout(300)
+    alerts = page.evaluate(
+        "() => [...document.querySelectorAll('.p-toast-message-warn, .p-toast-message-error')].map(e => e.textContent)"
+    )
+    assert alerts == [], "the frontend raised alerts while loading (schema validation, missing nodes, ...)"
+    loaded = page.evaluate("""() => Object.fromEntries(window.app.graph.nodes.map(
+        n => [String(n.id), {type: n.type, widgets_values: n.serialize().widgets_values ?? null}]))""")
+    for node in workflow["nodes"]:
+        assert str(node["id"]) in loaded, f"node {node['id']} ({node['type']}) missing from app.graph"
+        assert loaded[str(node["id"])]["type"] == node["type"]
+    with_widgets = [node for node in workflow["nodes"] if node.get("widgets_values")][:MAX_WIDGET_NODES]
+    for node in with_widgets:
+        assert loaded[str(node["id"])]["widgets_values"] == node["widgets_values"], (
+            f"node {node['id']} ({node['type']}) widget values changed on load"
+        )
+    _fit_view(page)
+    shot = tmp_path / f"{path.stem}.png"
+    page.screenshot(path=str(shot))
+    print(f"screenshot of {path.name}: {shot}")
+    assert page.errors.items == []
+
+
+TINY_GRAPH_JS = """async () => {
+    const app = window.app;
+    app.graph.clear();
+    const make = (type, pos, values) => {
+        const node = window.LiteGraph.createNode(type);
+        node.pos = pos;
+        for (const [name, value] of Object.entries(values)) node.widgets.find(w => w.name === name).value = value;
+        app.graph.add(node);
+        return node;
+    };
+    const empty = make("EmptyImage", [80, 120], {width: 64, height: 48, batch_size: 1, color: 0});
+    const invert = make("ImageInvert", [420, 120], {});
+    const save = make("SaveImage", [700, 120], {filename_prefix: "browser_tiny"});
+    empty.connect(0, invert, 0);
+    invert.connect(0, save, 0);
+    await app.queuePrompt(0);
+    return String(save.id);
+}"""
+
+FIRST_IMAGE_PIXEL_JS = """(id) => {
+    const image = window.app.graph.getNodeById(Number(id)).imgs[0];
+    const canvas = document.createElement("canvas");
+    canvas.width = image.naturalWidth; canvas.height = image.naturalHeight;
+    const context = canvas.getContext("2d");
+    context.drawImage(image, 0, 0);
+    return {size: [image.naturalWidth, image.naturalHeight], pixel: Array.from(context.getImageData(5, 5, 1, 1).data)};
+}"""
+
+
+def test_tiny_core_workflow_queued_from_the_page_shows_its_image(page, comfyui, tmp_path):
+    save_id = page.evaluate(TINY_GRAPH_JS)
+    page.wait_for_function(
+        "(id) => window.app.graph.getNodeById(Number(id))?.imgs?.[0]?.naturalWidth > 0", arg=save_id
+    )
+    shown = page.evaluate(FIRST_IMAGE_PIXEL_JS, save_id)
+    assert shown == {"size": [64, 48], "pixel": [255, 255, 255, 255]}  # black EmptyImage, inverted
+    assert list(comfyui.output_dir.glob("browser_tiny_*.png"))
+    _fit_view(page)
+    shot = tmp_path / "tiny_core_workflow.png"
+    page.screenshot(path=str(shot))
+    print(f"screenshot of the queued core graph: {shot}")
+    assert page.errors.items == []
+
+
+PROBE_JS = """async () => {
+    const app = window.app;
+    app.graph.clear();
+    const probe = window.LiteGraph.createNode("WanAnimateTestPreviewProbe");
+    probe.pos = [120, 100];
+    probe.widgets.find(w => w.name === "frames").value = 5;
+    probe.widgets.find(w => w.name === "kinds").value = "pose,face,mask";
+    app.graph.add(probe);
+    await app.queuePrompt(0);
+    return String(probe.id);
+}"""
+
+GROUPS_JS = """(id) => {
+    const node = window.app.graph.getNodeById(Number(id));
+    const root = node.widgets.find(w => w.name === "wan_animate_previews").element;
+    return {
+        kinds: root.dataset.kinds,
+        groups: [...root.querySelectorAll(".wa-group")].map(g => ({
+            kind: g.dataset.kind, count: Number(g.dataset.count), frame: Number(g.dataset.frame),
+            src: g.querySelector("img").getAttribute("src"),
+        })),
+        corePreview: node.widgets.some(w => w.name === "$$canvas-image-preview"),
+    };
+}"""
+
+
+def test_preview_contract_renders_frame_sliders(page, tmp_path):
+    probe_id = page.evaluate(PROBE_JS)
+    page.wait_for_function(
+        "(id) => window.app.graph.getNodeById(Number(id)).widgets.find(w => w.name === 'wan_animate_previews')"
+        "?.element.querySelectorAll('.wa-group img').length === 3"
+        " && [...document.querySelectorAll('.wa-group img')].every(i => i.complete && i.naturalWidth > 0)",
+        arg=probe_id,
+    )
+    state = page.evaluate(GROUPS_JS, probe_id)
+    assert state["kinds"] == "pose,face,mask"
+    assert [(g["kind"], g["count"], g["frame"]) for g in state["groups"]] == [
+        ("pose", 5, 0), ("face", 5, 0), ("mask", 5, 0)
+    ]
+    assert all("wan_probe_" + g["kind"] + "_000_" in g["src"] and "type=temp" in g["src"] for g in state["groups"])
+    assert state["corePreview"] is False  # the frontend's duplicate grid is replaced by the sliders
+
+    slider = page.locator(".wa-group[data-kind=face] input[type=range]")
+    slider.fill("3")
+    face = page.evaluate(GROUPS_JS, probe_id)["groups"][1]
+    assert face["frame"] == 3 and "wan_probe_face_003_" in face["src"]
+
+    page.locator(".wa-group[data-kind=pose] button").click()
+    page.wait_for_function("() => document.querySelector('.wa-group[data-kind=pose]').dataset.frame !== '0'")
+    page.locator(".wa-group[data-kind=pose] button").click()
+
+    _fit_view(page)
+    shot = tmp_path / "preview_probe.png"
+    page.screenshot(path=str(shot))
+    print(f"screenshot of the preview widget: {shot}")
+    assert page.errors.items == []
+
+
+def test_preview_count_mismatch_is_reported_on_the_node(page):
+    """A node that declares more preview frames than it sent shows the mismatch instead of failing silently."""
+    message = page.evaluate("""() => {
+        const app = window.app;
+        app.graph.clear();
+        const probe = window.LiteGraph.createNode("WanAnimateTestPreviewProbe");
+        app.graph.add(probe);
+        probe.onExecuted({images: [{filename: "x.png", subfolder: "", type: "temp"}],
+                          wan_animate_previews: [{kind: "pose", count: 2}]});
+        return probe.widgets.find(w => w.name === "wan_animate_previews").element.textContent;
+    }""")
+    assert message == 'wan_animate_previews group "pose" wants images 0..1 but the node sent 1'
+    warnings = [item for item in page.errors.items if "wants images 0..1" in item]
+    assert len(warnings) == 1 and len(page.errors.items) == 1
+
+
+
+@pytest.mark.parametrize("path", PREVIEW_WORKFLOWS, ids=lambda p: p.name)
+def test_pack_preview_node_shows_its_frames_in_the_page(page, comfyui, path: Path, tmp_path):
+    """Run the preprocess part of a tests/workflows_test graph for the page's client id: the frontend receives the
+    real `executed` message and the extension turns the node's previews into frame sliders."""
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    node_id = next(k for k, n in workflow.items() if n["class_type"] == PREVIEW_NODE)
+    part = upstream_subgraph(workflow, node_id)
+    part["preview_output"] = {"class_type": "PreviewImage", "inputs": {"images": [node_id, 1]}}
+    page.evaluate(
+        """([type, id]) => {
+            window.app.graph.clear();
+            const node = window.LiteGraph.createNode(type);
+            node.id = Number(id);
+            node.pos = [80, 60];
+            window.app.graph.add(node);
+        }""",
+        [PREVIEW_NODE, node_id],
+    )
+    client = ComfyClient(comfyui.url, use_websocket=False)  # a second /ws with the page's id would take its messages
+    client.client_id = page.evaluate("() => window.comfyAPI.api.api.clientId")
+    entry = client.wait(client.queue(part), timeout=600.0)
+    declared = entry["outputs"][node_id]["wan_animate_previews"]
+    page.wait_for_function(
+        "(id) => { const w = window.app.graph.getNodeById(Number(id)).widgets"
+        ".find(w => w.name === 'wan_animate_previews');"
+        " const images = w ? [...w.element.querySelectorAll('.wa-group img')] : [];"
+        " return images.length > 0 && images.every(i => i.complete && i.naturalWidth > 0); }",
+        arg=node_id,
+    )
+    state = page.evaluate(GROUPS_JS, node_id)
+    assert [(g["kind"], g["count"]) for g in state["groups"]] == [(d["kind"], d["count"]) for d in declared]
+    assert state["corePreview"] is False
+    _fit_view(page)
+    shot = tmp_path / f"{path.stem}_{PREVIEW_NODE}.png"
+    page.screenshot(path=str(shot))
+    print(f"screenshot of {PREVIEW_NODE} previews from {path.name}: {shot} (groups {state['kinds']})")
+    assert page.errors.items == []
