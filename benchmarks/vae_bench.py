@@ -7,8 +7,27 @@ and memory of a VAE do not depend on the weight values.
     python benchmarks/vae_bench.py --dtype fp32 --sizes 1280x720 --modes tiled --tile 48 --json out.json
     python benchmarks/vae_bench.py --tiny                            # CPU smoke check: tiny model, tiny video
 
-Peak memory is `torch.cuda.max_memory_allocated` over each call (reset before it), with the input and output on the
-GPU; it is not reported on CPU.
+Peak memory is `torch.cuda.max_memory_allocated` over each call (reset before it), with the input video (float32)
+and the outputs on the GPU; it is not reported on CPU. --memory-cap-gib limits the process's GPU memory to check
+what fits a smaller card.
+
+Recorded 2026-11-26 on one NVIDIA H200 (torch 2.11.0+cu130), random weights, dim 96, 81 frames, tile 64 / overlap 8
+latent cells unless noted; seconds, peak GiB:
+
+    bf16  `--dtype bf16 --repeat 2` (best of 2)
+      832x480   untiled  encode 0.94 s 4.42 GiB   decode 1.46 s 4.85 GiB
+      832x480   tiled    encode 1.17 s 2.97 GiB   decode 1.82 s 3.46 GiB
+      1280x720  untiled  encode 2.24 s 9.83 GiB   decode 3.42 s 10.83 GiB
+      1280x720  tiled    encode 3.72 s 3.61 GiB   decode 5.79 s 4.14 GiB
+      1280x720  tiled, `--sizes 1280x720 --modes tiled --tile 32`: encode 5.04 s 1.75 GiB, decode 7.60 s 1.90 GiB
+    fp32  `--dtype fp32` (one run; cuDNN's default TF32 convolutions)
+      832x480   untiled  encode 1.54 s 8.42 GiB   decode 2.49 s 9.29 GiB
+      832x480   tiled    encode 1.92 s 5.53 GiB   decode 3.08 s 6.29 GiB
+      1280x720  untiled  encode 3.65 s 18.73 GiB  decode 5.87 s 20.74 GiB
+      1280x720  tiled    encode 5.98 s 6.32 GiB   decode 9.67 s 7.14 GiB
+    12 GiB card  `--sizes 1280x720 --memory-cap-gib 12 --dtype bf16|fp32`
+      untiled decode runs out of memory in bf16 and fp32 (bf16 untiled encode passes, 7.1 s);
+      tiled passes: bf16 decode 5.81 s 4.14 GiB, fp32 decode 9.77 s 7.14 GiB.
 """
 from __future__ import annotations
 
@@ -41,6 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--weights", help="a Wan2.1 VAE checkpoint to load instead of random weights")
     parser.add_argument("--repeat", type=int, default=1, help="timed runs per case (the best is reported)")
     parser.add_argument("--tiny", action="store_true", help="tiny model, 5 frames at 64x48 (CPU smoke check)")
+    parser.add_argument("--memory-cap-gib", type=float,
+                        help="cap this process's GPU memory (simulates a smaller card; cuDNN then picks leaner kernels)")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args(argv)
     if args.tiny:
@@ -100,14 +121,18 @@ def run_case(vae: WanVAE, args: argparse.Namespace, width: int, height: int, til
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    vae = build_vae(args)
     device = torch.device(args.device)
+    if args.memory_cap_gib and device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        total = torch.cuda.get_device_properties(index).total_memory
+        torch.cuda.set_per_process_memory_fraction(min(1.0, args.memory_cap_gib * 2**30 / total), index)
+    vae = build_vae(args)
     # warm-up (kernel selection, allocator) on a small clip
     vae.decode(vae.encode(torch.zeros(1, 3, 5, 64, 64, device=device)))
     header = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": args.dtype, "config": str(vae.config), "tile": args.tile, "overlap": args.overlap,
-        "weights": args.weights or "random", "torch": torch.__version__, "command": " ".join(sys.argv),
+        "weights": args.weights or "random", "memory_cap_gib": args.memory_cap_gib, "torch": torch.__version__, "command": " ".join(sys.argv),
     }
     print(json.dumps(header))
     results = []

@@ -16,15 +16,15 @@ class TemporalCache:
     """Frames each causal layer keeps from the previous chunk, plus which layers have already seen a chunk."""
 
     def __init__(self) -> None:
-        self._frames: dict[nn.Module, torch.Tensor] = {}
+        self._kept: dict[nn.Module, torch.Tensor] = {}
         self._visited: set[nn.Module] = set()
 
     def take(self, layer: nn.Module) -> torch.Tensor | None:
         """The frames `layer` stored after the previous chunk (None before its first chunk); the entry is released."""
-        return self._frames.pop(layer, None)
+        return self._kept.pop(layer, None)
 
     def put(self, layer: nn.Module, frames: torch.Tensor) -> None:
-        self._frames[layer] = frames
+        self._kept[layer] = frames
 
     def first_visit(self, layer: nn.Module) -> bool:
         """True the first time `layer` asks, False afterwards."""
@@ -34,12 +34,24 @@ class TemporalCache:
         return True
 
 
-def _per_frame(fn, x: torch.Tensor) -> torch.Tensor:
-    """Apply a 2D module to every frame of [B, C, T, H, W]."""
-    b, c, t, h, w = x.shape
-    frames = x.transpose(1, 2).reshape(b * t, c, h, w)  # [B*T, C, H, W]
-    y = fn(frames)
-    return y.reshape(b, t, *y.shape[1:]).transpose(1, 2)  # [B, C', T, H', W']
+def _per_frame(fn, frames: list[torch.Tensor]) -> torch.Tensor:
+    """Apply a 2D module to each frame [B, C, H, W] (views into a video), stacking the results in time.
+
+    Frame by frame keeps the 2D module's temporaries (padding, upsampling) to one frame's size and writes straight
+    into the contiguous output [B, C', T, H', W'].
+    """
+    out = None
+    for index, frame in enumerate(frames):
+        y = fn(frame)
+        if out is None:
+            out = y.new_empty(y.shape[0], y.shape[1], len(frames), *y.shape[2:])
+        out[:, :, index] = y
+        del y
+    return out
+
+
+def _frames(x: torch.Tensor) -> list[torch.Tensor]:
+    return list(x.unbind(2))
 
 
 class CausalConv3d(nn.Conv3d):
@@ -75,7 +87,8 @@ class RMSNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(dim, *([1] * spatial_dims)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, dim=1) * (self.scale * self.gamma)
+        norm = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(1e-12)  # as F.normalize
+        return (x / norm).mul_(self.scale * self.gamma)
 
 
 class ResidualBlock(nn.Module):
@@ -98,7 +111,7 @@ class ResidualBlock(nn.Module):
         norm1, act1, conv1, norm2, act2, _, conv2 = self.residual
         y = conv1(act1(norm1(x)), cache)
         y = conv2(act2(norm2(y)), cache)
-        return y + self.shortcut(x)
+        return y.add_(self.shortcut(x))
 
 
 class AttentionBlock(nn.Module):
@@ -111,7 +124,7 @@ class AttentionBlock(nn.Module):
         self.proj = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: torch.Tensor, cache: TemporalCache | None = None) -> torch.Tensor:
-        return x + _per_frame(self._attend, x)
+        return _per_frame(self._attend, _frames(x)).add_(x)
 
     def _attend(self, frames: torch.Tensor) -> torch.Tensor:
         n, c, h, w = frames.shape
@@ -131,7 +144,7 @@ class Downsample(nn.Module):
         self.time_conv = nn.Conv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1)) if temporal else None
 
     def forward(self, x: torch.Tensor, cache: TemporalCache) -> torch.Tensor:
-        x = _per_frame(self.resample, x)
+        x = _per_frame(self.resample, _frames(x))
         if self.time_conv is None:
             return x
         previous = cache.take(self)
@@ -156,8 +169,9 @@ class Upsample(nn.Module):
         self.time_conv = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0)) if temporal else None
 
     def forward(self, x: torch.Tensor, cache: TemporalCache) -> torch.Tensor:
-        if self.time_conv is not None and not cache.first_visit(self):
-            b, c, t, h, w = x.shape
-            pairs = self.time_conv(x, cache).reshape(b, 2, c, t, h, w)
-            x = pairs.permute(0, 2, 3, 1, 4, 5).reshape(b, c, t * 2, h, w)  # frame 2i, 2i+1 from step i
-        return _per_frame(self.resample, x)
+        if self.time_conv is None or cache.first_visit(self):
+            return _per_frame(self.resample, _frames(x))
+        channels = x.shape[1]
+        pairs = self.time_conv(x, cache)  # [B, 2C, T, H, W]: step i gives frame 2i (first C) and 2i+1 (last C)
+        frames = [half for step in pairs.unbind(2) for half in (step[:, :channels], step[:, channels:])]
+        return _per_frame(self.resample, frames)
