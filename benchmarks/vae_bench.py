@@ -41,8 +41,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from wan_animate.loading.vae import load_vae  # noqa: E402
-from wan_animate.model.vae import DEFAULT_OVERLAP, DEFAULT_TILE, VAEConfig, WanVAE  # noqa: E402
+from wan_animate.loading.vae import load_vae
+from wan_animate.model.vae import DEFAULT_OVERLAP, DEFAULT_TILE, VAEConfig, WanVAE
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 TINY_CONFIG = VAEConfig(dim=8, num_res_blocks=1, dim_mult=(1, 2, 2, 2))
@@ -103,17 +103,20 @@ def measure(fn, device: torch.device, repeat: int) -> tuple[torch.Tensor, float,
     return result, best, peak
 
 
+def _encode_random_video(vae: WanVAE, args: argparse.Namespace, size: tuple[int, int], tiling: dict):
+    """Encode a random video of `size` (width, height); the video is freed on return."""
+    width, height = size
+    video = torch.rand(1, 3, args.frames, height, width, device=args.device) * 2 - 1
+    return measure(lambda: vae.encode(video, **tiling), torch.device(args.device), args.repeat)
+
+
 def run_case(vae: WanVAE, args: argparse.Namespace, width: int, height: int, tiled: bool) -> dict:
-    device = torch.device(args.device)
-    video = torch.rand(1, 3, args.frames, height, width, device=device) * 2 - 1
-    tiling = dict(tiled=tiled, tile=args.tile, overlap=args.overlap)
+    tiling = {"tiled": tiled, "tile": args.tile, "overlap": args.overlap}
     record = {"size": f"{width}x{height}", "frames": args.frames, "mode": "tiled" if tiled else "untiled"}
     try:
-        latent, record["encode_s"], record["encode_peak_gib"] = measure(
-            lambda: vae.encode(video, **tiling), device, args.repeat)
-        del video
+        latent, record["encode_s"], record["encode_peak_gib"] = _encode_random_video(vae, args, (width, height), tiling)
         _, record["decode_s"], record["decode_peak_gib"] = measure(
-            lambda: vae.decode(latent, **tiling), device, args.repeat)
+            lambda: vae.decode(latent, **tiling), torch.device(args.device), args.repeat)
     except torch.cuda.OutOfMemoryError as error:
         record["error"] = f"out of memory: {str(error).splitlines()[0]}"
     return record

@@ -1,6 +1,8 @@
 """Spatial tiling of the VAE: tile layout, exact blending, exact per-tile causality, agreement with untiled coding."""
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,7 +28,7 @@ def video():
 def test_tile_layout_covers_with_overlap(size, tile, overlap):
     starts = tile_starts(size, tile, overlap)
     assert starts[0] == 0 and min(starts[-1] + tile, size) == size
-    for a, b in zip(starts, starts[1:]):
+    for a, b in itertools.pairwise(starts):
         assert a + tile - b >= overlap, (starts, "overlap too small")
     # no tile could be dropped: one fewer tile of this size cannot cover the axis with this overlap
     assert len(starts) == 1 or (len(starts) - 1) * (tile - overlap) + overlap < size
@@ -43,12 +45,16 @@ def test_tile_must_exceed_overlap():
 
 def test_blending_reproduces_a_pointwise_map_exactly(video):
     """For maps without spatial context, tiling + blending is exact: the blend weights are a partition of unity."""
+    def pool(x: torch.Tensor) -> torch.Tensor:  # pixels -> cells, like encode
+        return F.avg_pool3d(x, (1, 8, 8))
+
+    def grow(x: torch.Tensor) -> torch.Tensor:  # cells -> pixels, like decode
+        return x.repeat_interleave(8, dim=3).repeat_interleave(8, dim=4)
+
     grid = (video.shape[3] // 8, video.shape[4] // 8)
-    pool = lambda x: F.avg_pool3d(x, (1, 8, 8))  # noqa: E731 - pixels -> cells, like encode
     tiled = map_tiles(pool, video, grid, 8, 1, (TILE, TILE), OVERLAP)
     assert torch.allclose(tiled, pool(video), atol=1e-6)
     cells = pool(video)
-    grow = lambda x: x.repeat_interleave(8, dim=3).repeat_interleave(8, dim=4)  # noqa: E731 - cells -> pixels
     tiled = map_tiles(grow, cells, grid, 1, 8, (TILE, 4), OVERLAP)
     assert torch.allclose(tiled, grow(cells), atol=1e-6)
 
@@ -63,7 +69,7 @@ def test_one_tile_is_identical_to_untiled(vae):
 def test_tiled_coding_is_exactly_causal_per_tile(vae):
     """Each tile runs its own temporal pass, so tiled coding keeps the causal structure exactly."""
     long_video = random_video(9, 32, 48, seed=9)
-    tiling = dict(tiled=True, tile=3, overlap=1)  # 2 x 3 tiles on 4 x 6 cells
+    tiling = {"tiled": True, "tile": 3, "overlap": 1}  # 2 x 3 tiles on 4 x 6 cells
     latent = vae.encode(long_video, **tiling)
     short = vae.encode(long_video[:, :, :5], **tiling)
     assert (short - latent[:, :, :2]).abs().max().item() < 1e-6

@@ -19,7 +19,7 @@ from .vae_config import WAN21_LATENT_MEAN, WAN21_LATENT_STD, VAEConfig, infer_va
 from .vae_layers import TemporalCache
 from .vae_tiling import map_tiles
 
-__all__ = ["WanVAE", "VAEConfig", "infer_vae_config", "WAN21_LATENT_MEAN", "WAN21_LATENT_STD"]
+__all__ = ["WAN21_LATENT_MEAN", "WAN21_LATENT_STD", "VAEConfig", "WanVAE", "infer_vae_config"]
 
 DEFAULT_TILE = 64  # latent cells (512 pixels)
 DEFAULT_OVERLAP = 8  # latent cells (64 pixels)
