@@ -4,11 +4,14 @@ from __future__ import annotations
 import os
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .comfy_compat import input_directory
 
 CATEGORY = "WanAnimate/conditioning"
+EXPECTED_SHAPES = {"context": "[tokens, 4096]", "context_null": "[tokens, 4096]", "clip_fea": "[1, 257, 1280]"}
+EXPECTED_RANKS = {"context": 2, "context_null": 2, "clip_fea": 3}
 
 
 class ClipVisionFeatures:
@@ -38,11 +41,20 @@ class WanAnimateLoadEmbeddings:
 
     def load(self, file):
         path = file if os.path.isabs(file) else os.path.join(input_directory(), file)
-        tensors = load_file(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"file '{file}' was not found in the input folder ({input_directory()})")
+        try:
+            tensors = load_file(path)
+        except SafetensorError as error:
+            raise ValueError(f"file '{file}' is not a readable .safetensors file: {error}") from error
         missing = [k for k in ("context", "clip_fea") if k not in tensors]
         if missing:
-            raise ValueError(f"{file}: missing tensors {missing}; expected context [L, 4096], clip_fea "
+            raise ValueError(f"file '{file}': missing tensors {missing}; expected context [L, 4096], clip_fea "
                              f"[1, 257, 1280] and optionally context_null; found {sorted(tensors)}")
+        for name, rank in EXPECTED_RANKS.items():
+            if name in tensors and tensors[name].ndim != rank:
+                raise ValueError(f"file '{file}': {name} has shape {tuple(tensors[name].shape)}; expected "
+                                 f"{EXPECTED_SHAPES[name]}")
         context_null = tensors.get("context_null", torch.zeros_like(tensors["context"]))
         positive = [[tensors["context"][None].float(), {}]]
         negative = [[context_null[None].float(), {}]]

@@ -201,6 +201,8 @@ class WanAnimateSampler:
                guide_frames, face_cfg=1.0, colour_correction=False, resume_dir=""):
         if segment_length < 5 or (segment_length - 1) % 4:
             raise ValueError(f"segment_length is {segment_length}; expected 4k+1 frames (5, 9, ..., 77, 81)")
+        if int(guide_frames) >= segment_length:
+            raise ValueError(f"guide_frames is {guide_frames}; expected fewer than segment_length ({segment_length})")
         if cfg > 1 and embeds.inputs.context_null is None:
             raise ValueError(f"cfg is {cfg} (> 1), which needs a negative prompt: connect 'negative' on Wan Animate "
                              "Embeds, or set cfg to 1")

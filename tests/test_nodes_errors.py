@@ -49,6 +49,10 @@ def root(tmp_path_factory, monkeypatch_module) -> Path:
                "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(320, 4)},
               str(models / "loras" / "sdxl_style.safetensors"))
     export_pose_model(models / "detection" / "weak_vitpose.onnx", peak_scale=0.1)  # no confident keypoint
+    shutil.copy(models / "loras" / "sdxl_style.safetensors", models / "diffusion_models" / "lora_by_mistake.safetensors")
+    save_file({"context": torch.zeros(1, 7, 24), "clip_fea": torch.zeros(1, 257, 20)},
+              str(root / "input" / "batched_context.safetensors"))
+    (root / "input" / "garbage.safetensors").write_bytes(b"not a safetensors file")
     (models / "sam2").mkdir()
     (models / "sam2" / "sam2_hiera_large.pt").write_bytes(b"not read before the package check")
     return root
@@ -128,6 +132,12 @@ def test_vae_file_in_the_model_loader(pack, root):
     assert_mentions(error, "vae_by_mistake.safetensors", "VAE", "VAE Loader")
 
 
+def test_lora_file_in_the_model_loader(pack, root):
+    with pytest.raises(ValueError) as error:
+        run_node(pack, "WanAnimateModelLoader", model_name="lora_by_mistake.safetensors", **LOADER)
+    assert_mentions(error, "model_name 'lora_by_mistake.safetensors'", "a LoRA", "Wan Animate LoRA")
+
+
 def test_dit_file_in_the_vae_loader(pack, root):
     with pytest.raises(ValueError) as error:
         run_node(pack, "WanAnimateVAELoader", vae_name="dit_by_mistake.safetensors", dtype="fp32")
@@ -204,6 +214,17 @@ def test_sam2_mask_without_a_checkpoint(pack, loaded):
         run_node(pack, "WanAnimatePreprocess", pose_models=loaded["pose_models"], character_image=character_image(),
                  driving_video=driving_video(), **{**PREPROCESS, "mode": "replace", "mask_method": "sam2"})
     assert_mentions(error, "sam2", "checkpoint")
+
+
+@pytest.mark.parametrize("file, error_type, words", [
+    ("nope.safetensors", FileNotFoundError, ("'nope.safetensors'", "not found", "input folder")),
+    ("garbage.safetensors", ValueError, ("'garbage.safetensors'", "not a readable .safetensors")),
+    ("batched_context.safetensors", ValueError, ("context has shape (1, 7, 24)", "expected [tokens, 4096]")),
+], ids=["missing", "garbage", "batched"])
+def test_bad_embeddings_file(pack, root, file, error_type, words):
+    with pytest.raises(error_type) as error:
+        run_node(pack, "WanAnimateLoadEmbeddings", file=file)
+    assert_mentions(error, *words)
 
 
 # ----- embeds -----
@@ -301,6 +322,12 @@ def test_segment_length_not_4k_plus_1(pack, loaded, length):
     with pytest.raises(ValueError) as error:
         sample(pack, loaded, embeds(pack, loaded), segment_length=length)
     assert_mentions(error, "segment_length", str(length), "4k+1")
+
+
+def test_guide_frames_not_fewer_than_segment_length(pack, loaded):
+    with pytest.raises(ValueError) as error:
+        sample(pack, loaded, embeds(pack, loaded), segment_length=5, guide_frames="5")
+    assert_mentions(error, "guide_frames is 5", "fewer than segment_length (5)")
 
 
 def test_embeds_of_replacement_checked_again_in_sampler(pack, loaded):
