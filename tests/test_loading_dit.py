@@ -229,6 +229,14 @@ def test_unexpected_key_is_named(model, tmp_path):
         load_dit(_save(state, tmp_path))
 
 
+def test_scale_of_an_unknown_layer_is_named(model, tmp_path):
+    state = _state(model)
+    state["blocks.0.ffn.1.scale_weight"] = torch.ones(())
+    state["blocks.0.ffn.1.scale_input"] = torch.ones(())
+    with pytest.raises(ValueError, match=r"unexpected 2 keys: .*blocks\.0\.ffn\.1\.scale_"):
+        load_dit(_save(state, tmp_path))
+
+
 def test_wrong_shape_is_named(model, tmp_path):
     state = _state(model)
     state["blocks.4.norm3.bias"] = torch.zeros(31)

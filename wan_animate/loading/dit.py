@@ -227,9 +227,10 @@ def load_dit(
     with torch.device("meta"):
         model = WanAnimateDiT(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    scale_keys = {w: s for w, s in quant.weight_scale_keys.items()}
-    stray_scales = {s: index.entries[s].shape for w, s in scale_keys.items() if w not in shapes}
-    check_keys(expected, {**shapes, **stray_scales})
+    scale_keys = quant.weight_scale_keys
+    layer_keys = list(scale_keys.values()) + [k for k in quant.consumed if k != quant.marker]
+    stray = {k: index.entries[k].shape for k in layer_keys if f"{k.rsplit('.', 1)[0]}.weight" not in shapes}
+    check_keys(expected, {**shapes, **stray})  # quantisation keys of a layer that does not exist are reported too
 
     fp8_layers = _fp8_layer_names(model, index, weight_names, storage_dtype)
     swap_linears_to_fp8(model, lambda name: name in fp8_layers)
