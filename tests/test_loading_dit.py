@@ -209,6 +209,16 @@ def test_infer_config_from_shapes_only(model):
         assert infer_config(WanAnimateDiT(other).state_dict()) == other
 
 
+def test_infer_config_of_the_released_14b_layout():
+    from wan_animate.model.dit import WanAnimateConfig, WanAnimateDiT
+
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in WanAnimateDiT(WanAnimateConfig()).state_dict().items()}
+    config = infer_config(shapes)
+    assert config == WanAnimateConfig()
+    assert (config.dim, config.num_heads, config.num_layers, config.num_face_blocks) == (5120, 40, 40, 8)
+
+
 def _save(state, tmp_path) -> str:
     path = str(tmp_path / "dit.safetensors")
     save_file(state, path)
