@@ -5,30 +5,21 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers_dit import build_tiny_dit, tiny_config
 from helpers_vae import random_vae
-from wan_animate.model.dit import WanAnimateConfig, WanAnimateDiT
+from wan_animate.model.dit import WanAnimateDiT
 from wan_animate.model.vae_config import VAEConfig
 from wan_animate.pipeline.color import colour_drift
 from wan_animate.pipeline.generate import AnimateInputs, GenerationSettings, generate, video_to_image
 
 HEIGHT, WIDTH = 32, 48
-FACE = 32  # face crop side of the tiny motion encoder: 2 ** (len(motion_channels) + 1)
-TEXT_DIM, CLIP_DIM = 32, 24
+CONFIG = tiny_config()
+FACE = CONFIG.face_size
 
 
 @pytest.fixture(scope="module")
 def dit() -> WanAnimateDiT:
-    torch.manual_seed(0)
-    config = WanAnimateConfig(
-        dim=32, ffn_dim=64, num_heads=2, num_layers=2, text_dim=TEXT_DIM, text_len=16, clip_dim=CLIP_DIM,
-        motion_encoder_dim=32, motion_dim=4, motion_channels=(8, 16, 16, 32), face_hidden_dim=16,
-    )
-    model = WanAnimateDiT(config)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.abs().sum() == 0:  # zero-initialised heads/paddings: give them values so they matter
-                param.normal_(0, 0.05)
-    return model.eval().requires_grad_(False)
+    return build_tiny_dit(seed=0, config=CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +37,9 @@ def make_inputs(frames: int, mode: str = "animate", seed: int = 0) -> AnimateInp
         reference=torch.rand(HEIGHT, WIDTH, 3, generator=g),
         pose=torch.randint(0, 256, (frames, HEIGHT, WIDTH, 3), generator=g, dtype=torch.uint8),
         face=torch.rand(frames, FACE, FACE, 3, generator=g),
-        context=torch.randn(5, TEXT_DIM, generator=g),
-        context_null=torch.randn(3, TEXT_DIM, generator=g),
-        clip_fea=torch.randn(1, 257, CLIP_DIM, generator=g),
+        context=torch.randn(5, CONFIG.text_dim, generator=g),
+        context_null=torch.randn(3, CONFIG.text_dim, generator=g),
+        clip_fea=torch.randn(1, 257, CONFIG.clip_dim, generator=g),
         background=torch.rand(frames, HEIGHT, WIDTH, 3, generator=g) if replace else None,
         person_mask=mask if replace else None,
     )

@@ -177,6 +177,10 @@ class _Noise:
 
 
 def _module_device(module: object) -> torch.device:
+    """The module's `device` attribute, else its first parameter's device, else the CPU."""
+    device = getattr(module, "device", None)
+    if isinstance(device, torch.device):
+        return device
     parameters = getattr(module, "parameters", None)
     if parameters is not None:
         for parameter in parameters():
@@ -256,6 +260,7 @@ def _record(trace: dict | None, name: str, value: torch.Tensor | float) -> None:
         trace[name] = value.detach().float().cpu().clone() if isinstance(value, torch.Tensor) else value
 
 
+@torch.no_grad()
 def generate(
     dit: AnimateDiT,
     vae: VideoVAE,
@@ -276,7 +281,7 @@ def generate(
     trace: when given, filled with `timesteps` and per segment k `y_k`, `pose_latents_k`, `latent_k` (the decoded
     latents without the reference slot), `decoded_k`, and for k > 0 `guide_k` and `colour_drift_k` (before any
     correction); recording never changes the result.
-    device: where the DiT runs (default: the device of its first parameter).
+    device: where the DiT runs (default: its `device` attribute, else the device of its first parameter).
     """
     settings.validate()
     check_inputs(inputs, settings)
