@@ -27,7 +27,9 @@ COMFYUI_PATH_ENV = "COMFYUI_PATH"
 PACK_LINK_NAME = "comfyui-wan-animate"
 CPU_SITE_DIR = "cpu_site"  # optional folder inside COMFYUI_PATH with torchvision etc. installed by `pip --target`
 PROBE_NODES_DIR = REPO_ROOT / "tests" / "comfyui_probe_nodes"  # test-only nodes, added as an extra custom_nodes path
-FRONTEND_SETTINGS = {"Comfy.TutorialCompleted": True}  # no first-run template browser over the canvas
+FRONTEND_SETTINGS = {  # no first-run template browser or minimap over the canvas; readable text at any zoom
+    "Comfy.TutorialCompleted": True, "Comfy.Minimap.Visible": False, "LiteGraph.Canvas.MinFontSizeForLOD": 1,
+}
 STARTUP_TIMEOUT_S = 180.0
 
 

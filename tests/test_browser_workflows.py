@@ -80,7 +80,7 @@ class PageErrors:
 
 @pytest.fixture
 def page(browser, comfyui):
-    page = browser.new_page(viewport={"width": 1600, "height": 1000})
+    page = browser.new_page(viewport={"width": 1920, "height": 1200})
     page.set_default_timeout(PAGE_TIMEOUT_MS)
     errors = PageErrors(page)
     page.goto(comfyui.url + "/", wait_until="domcontentloaded")
