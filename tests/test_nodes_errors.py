@@ -167,7 +167,12 @@ def test_lora_for_another_architecture(pack, loaded):
                      strength=1.0)[0]
     with pytest.raises(ValueError) as error:
         sample(pack, loaded, embeds(pack, loaded), model=model)
-    assert_mentions(error, "sdxl_style", "matches no")
+    assert_mentions(error, "sdxl_style", "matches no layer", "Stable Diffusion")
+    # nothing was changed: the same loaded model samples once the LoRA is taken out
+    inputs = loaded["embeds_inputs"]
+    short = embeds(pack, loaded, pose_video=inputs["pose_video"][:5], face_video=inputs["face_video"][:5])
+    frames = sample(pack, loaded, short, segment_length=5)
+    assert frames.shape == (5, *inputs["reference"].shape[1:3], 3) and bool(torch.isfinite(frames).all())
 
 
 # ----- preprocessing -----
@@ -306,6 +311,14 @@ def test_embeddings_of_another_model_size(pack, loaded):
         sample(pack, loaded, embeds(pack, loaded, positive=positive))
     width = loaded["model"].model().config.text_dim
     assert_mentions(error, "positive", "4096", str(width))
+
+
+def test_clip_features_of_another_vision_model(pack, loaded):
+    bigg = type("VisionOutput", (), {"penultimate_hidden_states": torch.zeros(1, 257, 1664)})()
+    with pytest.raises(ValueError) as error:
+        sample(pack, loaded, embeds(pack, loaded, clip_vision_output=bigg))
+    width = loaded["model"].model().config.clip_dim
+    assert_mentions(error, "clip_vision_output", "1664 wide", f"reads {width}", "clip_vision_h")
 
 
 # ----- sampler -----
