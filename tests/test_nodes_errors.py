@@ -197,6 +197,20 @@ def test_empty_video(pack, loaded, node):
     assert_mentions(error, "0 frames", "at least 1")
 
 
+def test_empty_character_image(pack, loaded):
+    with pytest.raises(ValueError) as error:
+        run_node(pack, "WanAnimatePreprocess", pose_models=loaded["pose_models"],
+                 character_image=torch.zeros(0, *CHARACTER_SIZE, 3), driving_video=driving_video(), **PREPROCESS)
+    assert_mentions(error, "character_image has 0 frames", "at least 1")
+
+
+def test_empty_pose_video_in_embeds(pack, loaded):
+    inputs = loaded["embeds_inputs"]
+    with pytest.raises(ValueError) as error:
+        embeds(pack, loaded, pose_video=inputs["pose_video"][:0], face_video=inputs["face_video"][:0])
+    assert_mentions(error, "pose_video has 0 frames", "at least 1")
+
+
 def test_character_without_pose_when_retargeting(pack, loaded):
     weak = run_node(pack, "WanAnimatePoseModelLoader", detector=FILES["detector"], pose_model="weak_vitpose.onnx")[0]
     with pytest.raises(ValueError) as error:
