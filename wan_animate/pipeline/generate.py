@@ -282,6 +282,8 @@ def generate(
     latents without the reference slot), `decoded_k`, and for k > 0 `guide_k` and `colour_drift_k` (before any
     correction); recording never changes the result.
     device: where the DiT runs (default: its `device` attribute, else the device of its first parameter).
+    With settings.resume_dir, finished segments are reused when inputs, settings and a given noise list match; a
+    noise callable is not part of that match (the same callable is assumed).
     """
     settings.validate()
     check_inputs(inputs, settings)
