@@ -56,8 +56,10 @@ class CountingDiT:
 
     def __init__(self, dit, fail_at_call: int | None = None):
         self.dit, self.calls, self.fail_at_call = dit, 0, fail_at_call
+        self.faces: list[float] = []  # mean pixel of every face video encoded
 
     def encode_face(self, face):
+        self.faces.append(face.mean().item())
         return self.dit.encode_face(face)
 
     def __call__(self, *args):
@@ -185,3 +187,12 @@ def test_bad_inputs_are_named(dit, vae):
         generate(dit, vae, inputs, settings(guide_scale=3.0))
     with pytest.raises(ValueError, match="solver"):
         generate(dit, vae, make_inputs(7), settings(solver="heun"))
+
+
+@pytest.mark.parametrize("guide,face_guide,passes", [(2.0, 1.0, 2), (1.0, 3.0, 2), (2.0, 3.0, 3)])
+def test_guidance_passes_and_black_face_once(dit, vae, guide, face_guide, passes):
+    model = CountingDiT(dit)
+    video = generate(model, vae, make_inputs(9), settings(guide_scale=guide, face_guide_scale=face_guide))
+    assert model.calls == passes * 2 * 2  # passes per step, 2 steps, 2 segments
+    assert model.faces.count(-1.0) == 1 and len(model.faces) == 3  # black face once per job, the real one per segment
+    assert not torch.allclose(video, generate(dit, vae, make_inputs(9), settings()))

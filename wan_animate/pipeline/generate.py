@@ -8,7 +8,7 @@ the output is a video [3, F, H, W] in [-1, 1] (`video_to_image` turns it into an
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Protocol, Union
 
 import torch
@@ -84,7 +84,7 @@ class GenerationSettings:
     face_guide_scale: float = 1.0
     seed: int = 0
     colour_correction: bool = False
-    resume_dir: str | None = field(default=None)
+    resume_dir: str | None = None
 
     def validate(self) -> None:
         if self.mode not in MODES:
