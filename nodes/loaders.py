@@ -6,7 +6,9 @@ from contextlib import contextmanager
 
 import torch
 
+from wan_animate.loading.keys import LORA, reject_other_kind
 from wan_animate.loading.model_handle import STORAGE, DiTHandle, DiTOptions
+from wan_animate.loading.state_dict import checkpoint_key_names
 from wan_animate.loading.vae import load_vae
 from wan_animate.preprocess.detector import PersonDetector
 from wan_animate.preprocess.pose_model import WholeBodyPoseModel
@@ -123,7 +125,10 @@ class WanAnimateLoraLoader:
     CATEGORY = CATEGORY
 
     def add_lora(self, model: DiTHandle, lora_name, strength):
-        return (model.with_lora(model_path("loras", lora_name), strength),)
+        path = model_path("loras", lora_name)
+        with _naming_file("lora_name", lora_name):
+            reject_other_kind(checkpoint_key_names(path), LORA)  # a model file here would be read whole at sampling
+        return (model.with_lora(path, strength),)
 
 
 class WanAnimatePoseModelLoader:

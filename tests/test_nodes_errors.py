@@ -53,6 +53,7 @@ def root(tmp_path_factory, monkeypatch_module) -> Path:
     save_file({"context": torch.zeros(1, 7, 24), "clip_fea": torch.zeros(1, 257, 20)},
               str(root / "input" / "batched_context.safetensors"))
     (root / "input" / "garbage.safetensors").write_bytes(b"not a safetensors file")
+    shutil.copy(models / "vae" / FILES["vae"], models / "loras" / "vae_as_lora.safetensors")
     (models / "sam2").mkdir()
     (models / "sam2" / "sam2_hiera_large.pt").write_bytes(b"not read before the package check")
     return root
@@ -173,6 +174,13 @@ def test_lora_for_another_architecture(pack, loaded):
     short = embeds(pack, loaded, pose_video=inputs["pose_video"][:5], face_video=inputs["face_video"][:5])
     frames = sample(pack, loaded, short, segment_length=5)
     assert frames.shape == (5, *inputs["reference"].shape[1:3], 3) and bool(torch.isfinite(frames).all())
+
+
+def test_model_file_in_the_lora_loader(pack, loaded):
+    with pytest.raises(ValueError) as error:
+        run_node(pack, "WanAnimateLoraLoader", model=loaded["model"], lora_name="vae_as_lora.safetensors",
+                 strength=1.0)
+    assert_mentions(error, "lora_name 'vae_as_lora.safetensors'", "a Wan VAE, not a LoRA", "VAE Loader")
 
 
 # ----- preprocessing -----

@@ -93,15 +93,16 @@ def group_of(key: str) -> str:
 
 ANIMATE_DIT = "a Wan-Animate diffusion model"
 WAN_VAE = "a Wan VAE"
+LORA = "a LoRA"
 LOADER_HINTS = {
     ANIMATE_DIT: "load it with the Wan Animate Model Loader (models/diffusion_models/)",
     WAN_VAE: "load it with the Wan Animate VAE Loader (models/vae/)",
-    "a LoRA": "load it with the Wan Animate LoRA node (models/loras/)",
+    LORA: "load it with the Wan Animate LoRA node (models/loras/)",
     "a umT5 text encoder": "load it with ComfyUI's Load CLIP node, type 'wan' (models/text_encoders/)",
     "a CLIP vision model": "load it with ComfyUI's Load CLIP Vision node (models/clip_vision/)",
 }
 _KIND_MARKERS = (  # (kind, a key containing any of these fragments), checked in order
-    ("a LoRA", ("lora_down", "lora_up", "lora_A.", "lora_B.", ".lora.down")),
+    (LORA, ("lora_down", "lora_up", "lora_A.", "lora_B.", ".lora.down")),
     (ANIMATE_DIT, ("face_adapter.fuser_blocks.", "motion_encoder.enc.")),
     (WAN_VAE, ("encoder.downsamples.", "decoder.upsamples.")),
     ("a umT5 text encoder", ("encoder.block.0.layer.", "token_embedding.weight")),
@@ -109,8 +110,13 @@ _KIND_MARKERS = (  # (kind, a key containing any of these fragments), checked in
 )
 
 
+LORA_DIFF_SUFFIXES = (".diff", ".diff_b")  # full-weight / bias deltas, a LoRA-only convention
+
+
 def checkpoint_kind(keys: list[str]) -> str | None:
     """What a checkpoint holds, judged from its key names: one of LOADER_HINTS' kinds, or None when unrecognised."""
+    if any(key.endswith(LORA_DIFF_SUFFIXES) for key in keys):
+        return LORA
     for kind, fragments in _KIND_MARKERS:
         if any(fragment in key for key in keys for fragment in fragments):
             return kind

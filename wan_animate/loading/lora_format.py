@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .keys import LOADER_HINTS, checkpoint_kind
 from .lora_diffusers import diffusers_to_wan
 from .state_dict import load_state_dict
 
@@ -91,7 +92,9 @@ def lora_from_state_dict(state: dict[str, torch.Tensor], name: str) -> LoRA:
     for target_name, target in targets.items():
         _check_target(name, target_name, target)
     if not targets:
-        raise ValueError(f"LoRA {name}: no LoRA keys found (first keys: {list(state)[:5]})")
+        kind = checkpoint_kind(list(state))
+        found = f"this file is {kind}: {LOADER_HINTS[kind]}" if kind else f"first keys: {list(state)[:5]}"
+        raise ValueError(f"LoRA {name}: no LoRA keys found ({found})")
     return LoRA(name=name, targets=targets, source_keys=list(state), ignored_keys=ignored)
 
 

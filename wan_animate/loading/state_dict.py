@@ -51,6 +51,17 @@ def load_state_dict(
     return state
 
 
+def checkpoint_key_names(path: str) -> list[str]:
+    """Key names of the safetensors files behind `path`, read from their headers without any tensor (torch files
+    cannot be listed without loading them: they contribute none)."""
+    names: list[str] = []
+    for file in checkpoint_files(path):
+        if file.endswith(".safetensors"):
+            with safe_open(file, framework="pt") as handle:
+                names += list(handle.keys())
+    return names
+
+
 def _read_file(file: str, device: str | torch.device) -> dict[str, torch.Tensor]:
     if file.endswith(TORCH_SUFFIXES):
         data = torch.load(file, map_location=device, weights_only=True, mmap=True)

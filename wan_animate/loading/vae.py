@@ -6,11 +6,10 @@ Both use the official key names (`encoder.*`, `decoder.*`, `conv1.*`, `conv2.*`)
 from __future__ import annotations
 
 import torch
-from safetensors import safe_open
 
 from ..model.vae import WanVAE, infer_vae_config
 from .keys import WAN_VAE, reject_other_kind
-from .state_dict import checkpoint_files, load_state_dict, strip_prefix
+from .state_dict import checkpoint_key_names, load_state_dict, strip_prefix
 
 VAE_PREFIXES = ("first_stage_model.", "vae.", "model.")
 VAE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -20,23 +19,13 @@ def load_vae(path: str, device: str | torch.device = "cpu", dtype: torch.dtype =
     """Read a Wan2.1 VAE checkpoint into an eval-mode `WanVAE` on `device` with weights in `dtype`."""
     if dtype not in VAE_DTYPES:
         raise ValueError(f"VAE dtype must be one of {[str(d) for d in VAE_DTYPES]}; found {dtype}")
-    reject_other_kind(_key_names(path), WAN_VAE)  # before reading any tensor: a 30 GB DiT is refused at once
+    reject_other_kind(checkpoint_key_names(path), WAN_VAE)  # before reading any tensor: a 30 GB DiT is refused at once
     state = strip_prefix(load_state_dict(path, device=device, dtype=dtype), VAE_PREFIXES)
     reject_other_kind(list(state), WAN_VAE)
     if "encoder.conv1.weight" not in state:
         raise ValueError(f"{path} is not a Wan VAE checkpoint in the official key layout: no 'encoder.conv1.weight' "
                          f"(first keys: {sorted(state)[:4]})")
     return vae_from_state_dict(state, source=path)
-
-
-def _key_names(path: str) -> list[str]:
-    """Key names of the safetensors files of a checkpoint, read without their tensors (torch files give none)."""
-    files = [f for f in checkpoint_files(path) if f.endswith(".safetensors")]
-    names = []
-    for file in files:
-        with safe_open(file, framework="pt") as handle:
-            names += list(handle.keys())
-    return names
 
 
 def vae_from_state_dict(state: dict[str, torch.Tensor], source: str = "state dict") -> WanVAE:
