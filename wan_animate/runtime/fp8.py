@@ -49,7 +49,8 @@ class FP8Linear(nn.Linear):
         super()._apply(fn, recurse)
         if is_fp8(storage) and self.weight.dtype != storage:
             self.weight.data = self.weight.data.to(storage)  # exact: fp8 values are representable in wider floats
-        self.scale_weight = scale.to(self.scale_weight.device)
+        moved = self.scale_weight
+        self.scale_weight = moved.float() if scale.is_meta else scale.to(moved.device)  # meta: to_empty's fresh buffer
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
