@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+from safetensors import SafetensorError
 
 from wan_animate.loading.keys import LORA, reject_other_kind
 from wan_animate.loading.model_handle import STORAGE, DiTHandle, DiTOptions
@@ -74,6 +75,9 @@ def _naming_file(input_name: str, file_name: str) -> Iterator[None]:
         yield
     except ValueError as error:
         raise ValueError(f"{input_name} '{file_name}': {error}") from error
+    except SafetensorError as error:  # read straight by the DiT loader's lazy index
+        raise ValueError(f"{input_name} '{file_name}' could not be read (an incomplete download or not a "
+                         f"checkpoint?): {error}") from error
 
 
 def _offload_setting(text: str) -> int | str:
@@ -148,8 +152,11 @@ class WanAnimatePoseModelLoader:
     CATEGORY = CATEGORY
 
     def load(self, detector, pose_model):
-        return (PoseModels(PersonDetector(model_path("detection", detector)),
-                           WholeBodyPoseModel(model_path("detection", pose_model))),)
+        with _naming_file("detector", detector):
+            person_detector = PersonDetector(model_path("detection", detector))
+        with _naming_file("pose_model", pose_model):
+            whole_body = WholeBodyPoseModel(model_path("detection", pose_model))
+        return (PoseModels(person_detector, whole_body),)
 
 
 class WanAnimateSAM2Loader:

@@ -54,6 +54,12 @@ def root(tmp_path_factory, monkeypatch_module) -> Path:
               str(root / "input" / "batched_context.safetensors"))
     (root / "input" / "garbage.safetensors").write_bytes(b"not a safetensors file")
     shutil.copy(models / "vae" / FILES["vae"], models / "loras" / "vae_as_lora.safetensors")
+    (models / "detection" / "damaged.onnx").write_bytes(b"half an onnx file")
+    whole = (models / "diffusion_models" / FILES["dit"]).read_bytes()
+    (models / "diffusion_models" / "truncated.safetensors").write_bytes(whole[: len(whole) // 2])
+    torch.save({"x": torch.zeros(64, 64)}, models / "diffusion_models" / "whole.pth")
+    whole = (models / "diffusion_models" / "whole.pth").read_bytes()
+    (models / "diffusion_models" / "truncated.pth").write_bytes(whole[: len(whole) // 2])
     (models / "sam2").mkdir()
     (models / "sam2" / "sam2_hiera_large.pt").write_bytes(b"not read before the package check")
     return root
@@ -143,6 +149,25 @@ def test_dit_file_in_the_vae_loader(pack, root):
     with pytest.raises(ValueError) as error:
         run_node(pack, "WanAnimateVAELoader", vae_name="dit_by_mistake.safetensors", dtype="fp32")
     assert_mentions(error, "dit_by_mistake.safetensors", "diffusion model", "Model Loader")
+
+
+@pytest.mark.parametrize("detector, pose_model, words", [
+    (FILES["pose"], FILES["pose"], ("detector 'tiny_vitpose.onnx'", "not a person detector", "[N, 300, 6]")),
+    (FILES["detector"], FILES["detector"], ("pose_model 'tiny_yolo.onnx'", "not a whole-body pose model",
+                                            "[N, 133, h, w]")),
+    (FILES["detector"], "damaged.onnx", ("pose_model 'damaged.onnx'", "could not be read")),
+], ids=["pose-as-detector", "detector-as-pose", "damaged"])
+def test_wrong_onnx_files(pack, root, detector, pose_model, words):
+    with pytest.raises(ValueError) as error:
+        run_node(pack, "WanAnimatePoseModelLoader", detector=detector, pose_model=pose_model)
+    assert_mentions(error, *words)
+
+
+@pytest.mark.parametrize("model_name", ["truncated.safetensors", "truncated.pth"])
+def test_damaged_checkpoint(pack, root, model_name):
+    with pytest.raises(ValueError) as error:
+        run_node(pack, "WanAnimateModelLoader", model_name=model_name, **LOADER)
+    assert_mentions(error, f"model_name '{model_name}'", "could not be read", "incomplete download")
 
 
 @pytest.mark.parametrize("node, inputs", [

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+import pickle
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 
@@ -57,12 +59,28 @@ def checkpoint_key_names(path: str) -> list[str]:
     names: list[str] = []
     for file in checkpoint_files(path):
         if file.endswith(".safetensors"):
-            with safe_open(file, framework="pt") as handle:
+            with _damaged_file_errors(file), safe_open(file, framework="pt") as handle:
                 names += list(handle.keys())
     return names
 
 
+@contextmanager
+def _damaged_file_errors(file: str) -> Iterator[None]:
+    """Turn the readers' errors on a damaged or truncated file into a ValueError naming the file."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (SafetensorError, pickle.UnpicklingError, RuntimeError, OSError) as error:
+        raise ValueError(f"{file} could not be read (an incomplete download or not a checkpoint?): {error}") from error
+
+
 def _read_file(file: str, device: str | torch.device) -> dict[str, torch.Tensor]:
+    with _damaged_file_errors(file):
+        return _read_tensors(file, device)
+
+
+def _read_tensors(file: str, device: str | torch.device) -> dict[str, torch.Tensor]:
     if file.endswith(TORCH_SUFFIXES):
         data = torch.load(file, map_location=device, weights_only=True, mmap=True)
         if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):

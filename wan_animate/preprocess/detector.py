@@ -25,6 +25,9 @@ class PersonDetector:
     def __init__(self, onnx_path: str | os.PathLike, device: str = "auto", conf_threshold: float = 0.05,
                  iou_threshold: float = 0.5, batch_size: int = 8):
         self.model = OnnxModel(onnx_path, device=device, max_batch=batch_size)
+        if len(self.model.output_shape) != 3:
+            raise ValueError(f"{onnx_path} is not a person detector: expected a YOLO output of boxes [N, 300, 6] "
+                             f"(yolov10m.onnx) or [N, 4 + classes, anchors]; found {list(self.model.output_shape)}")
         self.input_hw = self.model.input_hw or DEFAULT_INPUT_HW
         self.conf_threshold = conf_threshold
         self.iou_threshold = iou_threshold

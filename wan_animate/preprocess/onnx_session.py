@@ -36,6 +36,13 @@ def choose_providers(device: str = "auto") -> list[str]:
     raise ValueError(f"device: expected 'auto', 'cuda' or 'cpu'; got {device!r}")
 
 
+def _model_load_errors(ort) -> tuple[type[Exception], ...]:
+    """The onnxruntime exceptions of a file that is not a loadable model."""
+    state = ort.capi.onnxruntime_pybind11_state
+    names = ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel")
+    return tuple(getattr(state, name) for name in names if hasattr(state, name))
+
+
 def _static_dim(dim) -> int | None:
     return dim if isinstance(dim, int) and dim > 0 else None
 
@@ -50,12 +57,17 @@ class OnnxModel:
             raise ValueError(f"max_batch must be at least 1; got {max_batch}")
         ort = _onnxruntime()
         self.path = str(onnx_path)
-        self.session = ort.InferenceSession(self.path, providers=choose_providers(device))
+        try:
+            self.session = ort.InferenceSession(self.path, providers=choose_providers(device))
+        except _model_load_errors(ort) as error:
+            raise ValueError(f"{self.path} could not be read as an ONNX model (an incomplete download or not a "
+                             f"model?): {error}") from error
         model_input = self.session.get_inputs()[0]
         if len(model_input.shape) != 4:
             raise ValueError(f"{self.path}: expected a 4-D image input [N, C, H, W]; found {model_input.shape}")
         self.input_name = model_input.name
         self.output_name = self.session.get_outputs()[0].name
+        self.output_shape = tuple(self.session.get_outputs()[0].shape)  # ints, or names / None where dynamic
         self.fixed_batch = _static_dim(model_input.shape[0])
         self.max_batch = max_batch
         height, width = (_static_dim(d) for d in model_input.shape[2:])

@@ -16,6 +16,7 @@ import numpy as np
 from .onnx_session import OnnxModel
 
 DEFAULT_INPUT_HW = (256, 192)
+WHOLE_BODY_POINTS = 133  # COCO-WholeBody keypoints, one heatmap each
 BOX_PADDING = 1.25
 MIN_BOX_SIDE = 10  # smaller boxes are ignored: the whole frame is used instead
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
@@ -137,6 +138,10 @@ class WholeBodyPoseModel:
         if channel_order not in ("bgr", "rgb"):
             raise ValueError(f"channel_order: expected 'bgr' or 'rgb'; got {channel_order!r}")
         self.model = OnnxModel(onnx_path, device=device, max_batch=batch_size)
+        shape = self.model.output_shape
+        if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != WHOLE_BODY_POINTS):
+            raise ValueError(f"{onnx_path} is not a whole-body pose model: expected heatmaps [N, {WHOLE_BODY_POINTS}, "
+                             f"h, w] (vitpose_h_wholebody.onnx); found {list(shape)}")
         self.input_hw = self.model.input_hw or DEFAULT_INPUT_HW
         self.channel_order = channel_order
 
