@@ -68,6 +68,9 @@ def check_frames(mode: str, pose_video, face_video, background_video=None, mask=
         if not isinstance(mask, torch.Tensor) or mask.ndim != 3:
             raise ValueError(f"mask: expected a MASK [frames, height, width]; found {describe(mask)}")
         frame_inputs += [("background_video", background_video), ("mask", mask)]
+        if float(mask.max()) <= 0:
+            raise ValueError("mask is 0 everywhere, so Replacement would replace nothing: connect the mask of a Wan "
+                             "Animate Preprocess run in 'replace' mode")
     for name, value in frame_inputs:
         if value.shape[0] != count:
             raise ValueError(f"{name} has {value.shape[0]} frames; expected {count}, as many as pose_video: "

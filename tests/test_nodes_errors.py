@@ -320,6 +320,20 @@ def test_face_crops_of_another_size(pack, loaded):
     assert_mentions(error, "face_video", "512x512", "256x256")
 
 
+def test_replacement_with_an_empty_mask(pack, loaded):
+    mask = torch.zeros_like(loaded["replace_inputs"]["mask"])
+    with pytest.raises(ValueError) as error:
+        embeds(pack, loaded, "replace_inputs", mask=mask)
+    assert_mentions(error, "mask is 0 everywhere", "'replace' mode")
+
+
+def test_tpose_retargeting_needs_both_images(pack, loaded):
+    with pytest.raises(ValueError) as error:
+        run_node(pack, "WanAnimatePreprocess", pose_models=loaded["pose_models"], character_image=character_image(),
+                 driving_video=driving_video(), tpose_character=character_image(), **{**PREPROCESS, "retarget": True})
+    assert_mentions(error, "both T-pose images")
+
+
 def test_replacement_without_background_or_mask(pack, loaded):
     inputs = {k: v for k, v in loaded["replace_inputs"].items() if k != "mask"}
     with pytest.raises(ValueError) as error:

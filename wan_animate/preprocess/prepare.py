@@ -80,6 +80,8 @@ def prepare_inputs(
         raise ValueError(f"mode is {mode!r}; expected one of {MODES}")
     if mode == "replace" and retarget:
         raise ValueError("retargeting applies to Animation mode only; turn it off for Replacement")
+    if retarget and (tpose_character is None) != (tpose_driving is None):
+        raise ValueError("T-pose retargeting needs both T-pose images (character and driving first frame) or neither")
     if mode == "replace":
         check_mask_settings(mask or MaskSettings())
         video = resize_frames(video, area)
@@ -114,8 +116,6 @@ def prepare_inputs(
 def _retargeted(poses: PoseSequence, reference: np.ndarray, ref_pose: PoseSequence, detector: PersonDetector,
                 pose_model: WholeBodyPoseModel, tpose_character: np.ndarray | None,
                 tpose_driving: np.ndarray | None, report: list[str]) -> np.ndarray:
-    if (tpose_character is None) != (tpose_driving is None):
-        raise ValueError("T-pose retargeting needs both T-pose images (character and driving first frame) or neither")
     tpose_ref = tpose_drv = None
     if tpose_character is not None:
         tpose_ref = extract_image_pose(padding_resize(tpose_character, *reference.shape[:2]), detector,
