@@ -11,6 +11,7 @@ from wan_animate.loading.keys import LORA, reject_other_kind
 from wan_animate.loading.model_handle import STORAGE, DiTHandle, DiTOptions
 from wan_animate.loading.state_dict import checkpoint_key_names
 from wan_animate.loading.vae import load_vae
+from wan_animate.model.vae_coding import VAECoder
 from wan_animate.preprocess.detector import PersonDetector
 from wan_animate.preprocess.pose_model import WholeBodyPoseModel
 from wan_animate.runtime.attention import BACKENDS
@@ -97,6 +98,12 @@ class WanAnimateVAELoader:
         return {"required": {
             "vae_name": (model_filenames("vae"), {"tooltip": "models/vae/wan_2.1_vae.safetensors"}),
             "dtype": (list(DTYPES), {"default": "bf16"}),
+        }, "optional": {
+            "tiled": ("BOOLEAN", {"default": False, "tooltip": "code in overlapping spatial tiles: 720p decodes in "
+                                                             "about 4 GiB instead of 11 (slower)"}),
+            "tile": ("INT", {"default": 64, "min": 16, "max": 256, "step": 8, "tooltip": "tile side in latent cells "
+                                                                                         "(8 px each)"}),
+            "overlap": ("INT", {"default": 8, "min": 0, "max": 64, "tooltip": "tile overlap in latent cells"}),
         }}
 
     RETURN_TYPES = (WAN_VAE,)
@@ -104,10 +111,10 @@ class WanAnimateVAELoader:
     FUNCTION = "load"
     CATEGORY = CATEGORY
 
-    def load(self, vae_name, dtype):
+    def load(self, vae_name, dtype, tiled=False, tile=64, overlap=8):
         with _naming_file("vae_name", vae_name):
             vae = load_vae(model_path("vae", vae_name), device=torch_device(), dtype=DTYPES[dtype])
-        return (vae,)
+        return (VAECoder(vae, tiled, tile, overlap),)
 
 
 class WanAnimateLoraLoader:

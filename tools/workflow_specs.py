@@ -58,14 +58,15 @@ def note(keys: list[str], extra: str) -> str:
 
 def graph(mode: str, dit: str = "bf16", loras: tuple[tuple[str, float], ...] = (), offload: str = "auto",
           storage: str = "default", steps: int = 20, segment: int = 77, guide: str = "1",
-          colour: bool = False, resume: str = "", extra: str = "") -> list[Node]:
+          colour: bool = False, resume: str = "", tiled_vae: bool = False, extra: str = "") -> list[Node]:
     """One complete graph: models, text/CLIP encoders, preprocessing, embeds, sampler, video out."""
     nodes = [
         Node(1, "WanAnimateModelLoader", (0, 0), {"model_name": MODELS[dit][0], "compute_dtype": "bf16",
                                                   "weight_storage": storage, "attention": "sdpa",
                                                   "offload_blocks": offload, "prefetch_blocks": 1,
                                                   "compile": False}, models=(model(dit),)),
-        Node(2, "WanAnimateVAELoader", (0, 260), {"vae_name": MODELS["vae"][0], "dtype": "bf16"},
+        Node(2, "WanAnimateVAELoader", (0, 260), {"vae_name": MODELS["vae"][0], "dtype": "bf16", "tiled": tiled_vae,
+                                                  "tile": 64, "overlap": 8},
              models=(model("vae"),)),
         Node(3, "CLIPLoader", (0, 400), {"clip_name": MODELS["t5"][0], "type": "wan", "device": "default"},
              models=(model("t5"),)),
@@ -123,8 +124,8 @@ WORKFLOWS = {
                               "guided by the last 5 frames of the previous one, corrects colour drift between "
                               "segments, and keeps finished segments in output/wan_animate_resume so a re-queued "
                               "job resumes where it stopped."),
-    "low_vram": graph("animate", dit="fp8", loras=(("lightx2v", 1.0),), offload="30", steps=6,
+    "low_vram": graph("animate", dit="fp8", loras=(("lightx2v", 1.0),), offload="30", steps=6, tiled_vae=True,
                       extra="Low VRAM: scaled-fp8 weights (half of bf16), 30 of 40 blocks streamed from host memory "
-                            "while the GPU computes, and the step-distillation LoRA for 6 steps without CFG. Lower "
+                            "while the GPU computes, a tiled VAE, and the step-distillation LoRA for 6 steps without CFG. Lower "
                             "the preprocess width x height (e.g. 832 x 480) on 8-12 GB cards."),
 }
