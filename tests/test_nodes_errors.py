@@ -2,7 +2,7 @@
 was found) raised before any deep torch / numpy failure, and the pack imports without its optional dependencies."""
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import shutil
 import sys
 from pathlib import Path
@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-
 from conftest import REPO_ROOT
 from onnx_fixtures import export_pose_model
+from safetensors.torch import load_file, save_file
 from tiny_models import CHARACTER_SIZE, FILES, VIDEO_FRAMES, VIDEO_SIZE, figure_frame, write_tiny_models
 
 PREPROCESS = dict(mode="animate", width=64, height=64, retarget=False, smoothing=0.0, mask_method="pose_box",
@@ -33,36 +32,41 @@ def root(tmp_path_factory, monkeypatch_module) -> Path:
     """The tiny model set plus the wrong files the tests feed to the loaders."""
     root = tmp_path_factory.mktemp("comfy_root")
     write_tiny_models(root)
+    write_wrong_files(root / "models", root / "input")
     monkeypatch_module.setenv("WAN_ANIMATE_MODELS_DIR", str(root / "models"))
     monkeypatch_module.setenv("WAN_ANIMATE_INPUT_DIR", str(root / "input"))
-    models = root / "models"
-    dit = load_file(str(models / "diffusion_models" / FILES["dit"]))
+    return root
+
+
+def write_wrong_files(models: Path, inputs: Path) -> None:
+    """Files of the wrong kind, incomplete or damaged, in the folders the nodes read."""
+    dit_file, vae_file = models / "diffusion_models" / FILES["dit"], models / "vae" / FILES["vae"]
+    (models / "loras").mkdir()
+    (models / "sam2").mkdir()
+    dit = load_file(str(dit_file))
     animate_only = ("pose_patch_embedding.", "motion_encoder.", "face_encoder.", "face_adapter.")
     save_file({k: v for k, v in dit.items() if not k.startswith(animate_only)},
               str(models / "diffusion_models" / "wan_i2v_like.safetensors"))
     save_file({k: v for k, v in dit.items() if k != "blocks.1.ffn.0.weight"},
               str(models / "diffusion_models" / "partial.safetensors"))
-    shutil.copy(models / "vae" / FILES["vae"], models / "diffusion_models" / "vae_by_mistake.safetensors")
-    shutil.copy(models / "diffusion_models" / FILES["dit"], models / "vae" / "dit_by_mistake.safetensors")
-    (models / "loras").mkdir()
-    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 320),
-               "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(320, 4)},
-              str(models / "loras" / "sdxl_style.safetensors"))
-    export_pose_model(models / "detection" / "weak_vitpose.onnx", peak_scale=0.1)  # no confident keypoint
-    shutil.copy(models / "loras" / "sdxl_style.safetensors", models / "diffusion_models" / "lora_by_mistake.safetensors")
-    save_file({"context": torch.zeros(1, 7, 24), "clip_fea": torch.zeros(1, 257, 20)},
-              str(root / "input" / "batched_context.safetensors"))
-    (root / "input" / "garbage.safetensors").write_bytes(b"not a safetensors file")
-    shutil.copy(models / "vae" / FILES["vae"], models / "loras" / "vae_as_lora.safetensors")
-    (models / "detection" / "damaged.onnx").write_bytes(b"half an onnx file")
-    whole = (models / "diffusion_models" / FILES["dit"]).read_bytes()
-    (models / "diffusion_models" / "truncated.safetensors").write_bytes(whole[: len(whole) // 2])
+    half = dit_file.read_bytes()
+    (models / "diffusion_models" / "truncated.safetensors").write_bytes(half[: len(half) // 2])
     torch.save({"x": torch.zeros(64, 64)}, models / "diffusion_models" / "whole.pth")
-    whole = (models / "diffusion_models" / "whole.pth").read_bytes()
-    (models / "diffusion_models" / "truncated.pth").write_bytes(whole[: len(whole) // 2])
-    (models / "sam2").mkdir()
+    half = (models / "diffusion_models" / "whole.pth").read_bytes()
+    (models / "diffusion_models" / "truncated.pth").write_bytes(half[: len(half) // 2])
+    sdxl_lora = {"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 320),
+                 "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight": torch.zeros(320, 4)}
+    save_file(sdxl_lora, str(models / "loras" / "sdxl_style.safetensors"))
+    save_file(sdxl_lora, str(models / "diffusion_models" / "lora_by_mistake.safetensors"))
+    shutil.copy(vae_file, models / "diffusion_models" / "vae_by_mistake.safetensors")
+    shutil.copy(vae_file, models / "loras" / "vae_as_lora.safetensors")
+    shutil.copy(dit_file, models / "vae" / "dit_by_mistake.safetensors")
+    export_pose_model(models / "detection" / "weak_vitpose.onnx", peak_scale=0.1)  # no confident keypoint
+    (models / "detection" / "damaged.onnx").write_bytes(b"half an onnx file")
     (models / "sam2" / "sam2_hiera_large.pt").write_bytes(b"not read before the package check")
-    return root
+    save_file({"context": torch.zeros(1, 7, 24), "clip_fea": torch.zeros(1, 257, 20)},
+              str(inputs / "batched_context.safetensors"))
+    (inputs / "garbage.safetensors").write_bytes(b"not a safetensors file")
 
 
 def run_node(pack, name: str, **inputs):
