@@ -2,6 +2,7 @@
 was found) raised before any deep torch / numpy failure, and the pack imports without its optional dependencies."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import shutil
 import sys
@@ -248,28 +249,49 @@ def test_empty_pose_video_in_embeds(pack, loaded):
     assert_mentions(error, "pose_video has 0 frames", "at least 1")
 
 
+class CountingDetector:
+    """The detector, counting the frames it is given (to see that a check came before the pass over the video)."""
+
+    def __init__(self, detector):
+        self.detector, self.frames = detector, 0
+
+    def detect(self, frames):
+        self.frames += len(frames)
+        return self.detector.detect(frames)
+
+
+def counting(pose_models):
+    return dataclasses.replace(pose_models, detector=CountingDetector(pose_models.detector))
+
+
 def test_character_without_pose_when_retargeting(pack, loaded):
     weak = run_node(pack, "WanAnimatePoseModelLoader", detector=FILES["detector"], pose_model="weak_vitpose.onnx")[0]
+    weak = counting(weak)
     with pytest.raises(ValueError) as error:
         run_node(pack, "WanAnimatePreprocess", pose_models=weak, character_image=character_image(),
                  driving_video=driving_video(), **{**PREPROCESS, "retarget": True})
     assert_mentions(error, "no pose", "character image", "0 of 17 body keypoints", "at least 4 are needed")
+    assert weak.detector.frames == 1  # the character only: the driving video was not processed
 
 
 def test_sam2_mask_without_the_package(pack, loaded, monkeypatch):
     monkeypatch.setitem(sys.modules, "sam2", None)
     sam2 = run_node(pack, "WanAnimateSAM2Loader", checkpoint="sam2_hiera_large.pt")[0]
+    pose_models = counting(loaded["pose_models"])
     with pytest.raises(ImportError) as error:
-        run_node(pack, "WanAnimatePreprocess", pose_models=loaded["pose_models"], character_image=character_image(),
+        run_node(pack, "WanAnimatePreprocess", pose_models=pose_models, character_image=character_image(),
                  driving_video=driving_video(), sam2=sam2, **{**PREPROCESS, "mode": "replace", "mask_method": "sam2"})
-    assert_mentions(error, "sam2", "pip install sam2")
+    assert_mentions(error, "mask method 'sam2'", "not installed", "pip install sam2", "pose_box")
+    assert pose_models.detector.frames == 0
 
 
 def test_sam2_mask_without_a_checkpoint(pack, loaded):
+    pose_models = counting(loaded["pose_models"])
     with pytest.raises(ValueError) as error:
-        run_node(pack, "WanAnimatePreprocess", pose_models=loaded["pose_models"], character_image=character_image(),
+        run_node(pack, "WanAnimatePreprocess", pose_models=pose_models, character_image=character_image(),
                  driving_video=driving_video(), **{**PREPROCESS, "mode": "replace", "mask_method": "sam2"})
-    assert_mentions(error, "sam2", "checkpoint")
+    assert_mentions(error, "mask method 'sam2'", "SAM2 checkpoint", "SAM2 loader")
+    assert pose_models.detector.frames == 0
 
 
 @pytest.mark.parametrize("file, error_type, words", [
@@ -332,10 +354,12 @@ def test_replacement_with_an_empty_mask(pack, loaded):
 
 
 def test_tpose_retargeting_needs_both_images(pack, loaded):
+    pose_models = counting(loaded["pose_models"])
     with pytest.raises(ValueError) as error:
-        run_node(pack, "WanAnimatePreprocess", pose_models=loaded["pose_models"], character_image=character_image(),
+        run_node(pack, "WanAnimatePreprocess", pose_models=pose_models, character_image=character_image(),
                  driving_video=driving_video(), tpose_character=character_image(), **{**PREPROCESS, "retarget": True})
     assert_mentions(error, "both T-pose images")
+    assert pose_models.detector.frames == 0
 
 
 def test_replacement_without_background_or_mask(pack, loaded):
