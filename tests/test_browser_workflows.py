@@ -102,6 +102,18 @@ def _fit_view(page) -> None:
     page.wait_for_timeout(500)
 
 
+def _wait_for(page, expression: str, tmp_path: Path, what: str, arg=None) -> None:
+    """page.wait_for_function, failing with a screenshot and the collected page errors instead of a bare timeout."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        page.wait_for_function(expression, arg=arg)
+    except PlaywrightTimeout:
+        shot = tmp_path / "timeout.png"
+        page.screenshot(path=str(shot))
+        pytest.fail(f"timed out waiting for {what}; screenshot {shot}; page errors {page.errors.items}")
+
+
 def test_extension_is_served_and_registers(comfyui, page):
     extensions = comfyui.get_json("/extensions")
     ours = [url for url in extensions if url.endswith(f"/{EXTENSION_FILE}") and comfyui.pack_dir.name in url]
@@ -180,9 +192,8 @@ FIRST_IMAGE_PIXEL_JS = """(id) => {
 
 def test_tiny_core_workflow_queued_from_the_page_shows_its_image(page, comfyui, tmp_path):
     save_id = page.evaluate(TINY_GRAPH_JS)
-    page.wait_for_function(
-        "(id) => window.app.graph.getNodeById(Number(id))?.imgs?.[0]?.naturalWidth > 0", arg=save_id
-    )
+    _wait_for(page, "(id) => window.app.graph.getNodeById(Number(id))?.imgs?.[0]?.naturalWidth > 0", tmp_path,
+              "the SaveImage node to show its image", arg=save_id)
     shown = page.evaluate(FIRST_IMAGE_PIXEL_JS, save_id)
     assert shown == {"size": [64, 48], "pixel": [255, 255, 255, 255]}  # black EmptyImage, inverted
     assert list(comfyui.output_dir.glob("browser_tiny_*.png"))
@@ -221,11 +232,12 @@ GROUPS_JS = """(id) => {
 
 def test_preview_contract_renders_frame_sliders(page, tmp_path):
     probe_id = page.evaluate(PROBE_JS)
-    page.wait_for_function(
+    _wait_for(
+        page,
         "(id) => window.app.graph.getNodeById(Number(id)).widgets.find(w => w.name === 'wan_animate_previews')"
         "?.element.querySelectorAll('.wa-group img').length === 3"
         " && [...document.querySelectorAll('.wa-group img')].every(i => i.complete && i.naturalWidth > 0)",
-        arg=probe_id,
+        tmp_path, "the probe's three preview groups", arg=probe_id,
     )
     state = page.evaluate(GROUPS_JS, probe_id)
     assert state["kinds"] == "pose,face,mask"
@@ -241,7 +253,8 @@ def test_preview_contract_renders_frame_sliders(page, tmp_path):
     assert face["frame"] == 3 and "wan_probe_face_003_" in face["src"]
 
     page.locator(".wa-group[data-kind=pose] button").click()
-    page.wait_for_function("() => document.querySelector('.wa-group[data-kind=pose]').dataset.frame !== '0'")
+    _wait_for(page, "() => document.querySelector('.wa-group[data-kind=pose]').dataset.frame !== '0'", tmp_path,
+              "the play button to advance the pose frame")
     page.locator(".wa-group[data-kind=pose] button").click()
 
     _fit_view(page)
@@ -290,12 +303,13 @@ def test_pack_preview_node_shows_its_frames_in_the_page(page, comfyui, path: Pat
     client.client_id = page.evaluate("() => window.comfyAPI.api.api.clientId")
     entry = client.wait(client.queue(part), timeout=600.0)
     declared = entry["outputs"][node_id]["wan_animate_previews"]
-    page.wait_for_function(
+    _wait_for(
+        page,
         "(id) => { const w = window.app.graph.getNodeById(Number(id)).widgets"
         ".find(w => w.name === 'wan_animate_previews');"
         " const images = w ? [...w.element.querySelectorAll('.wa-group img')] : [];"
         " return images.length > 0 && images.every(i => i.complete && i.naturalWidth > 0); }",
-        arg=node_id,
+        tmp_path, f"the previews of {PREVIEW_NODE}", arg=node_id,
     )
     state = page.evaluate(GROUPS_JS, node_id)
     assert [(g["kind"], g["count"]) for g in state["groups"]] == [(d["kind"], d["count"]) for d in declared]
