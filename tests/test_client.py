@@ -263,3 +263,16 @@ def test_missing_input_file_is_named(stub, tmp_path, capsys):
                         "--image", str(tmp_path / "nope.png")])
     assert code == 1
     assert f"image file {tmp_path / 'nope.png'} does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "path", sorted((Path(__file__).resolve().parent.parent / "workflows" / "api").glob("*.json")), ids=lambda p: p.name
+)
+def test_shipped_api_workflows_have_one_image_and_one_video_target(path):
+    """`--image`/`--video` work on every shipped API workflow without --image-node/--video-node."""
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    patched = client.patch_workflow(workflow, {"image": "char.png", "video": "drive.mp4"})
+    (image_target,) = client.find_targets(workflow, "image")
+    (video_target,) = client.find_targets(workflow, "video")
+    assert patched[image_target[0]]["inputs"][image_target[1]] == "char.png"
+    assert patched[video_target[0]]["inputs"][video_target[1]] == "drive.mp4"
