@@ -246,6 +246,13 @@ class _SegmentModel:
         return velocity
 
 
+def _append_frames(video: torch.Tensor, filled: int, frames: torch.Tensor) -> int:
+    """Copy as many of `frames` [3, n, H, W] as fit after the first `filled` frames of `video`; the new count."""
+    count = min(frames.shape[1], video.shape[1] - filled)
+    video[:, filled : filled + count] = frames[:, :count]
+    return filled + count
+
+
 def _segment_progress(
     callback: StepCallback | None, index: int, steps: int, total: int
 ) -> Callable[[int, torch.Tensor], None] | None:
@@ -290,7 +297,8 @@ def generate(
     device = torch.device(device) if device is not None else _module_device(dit)
     height, width = inputs.reference.shape[:2]
     lat_h, lat_w = height // SPATIAL_STRIDE, width // SPATIAL_STRIDE
-    plan = plan_segments(inputs.pose.shape[0], settings.clip_len, settings.refert_num)
+    frames = inputs.pose.shape[0]
+    plan = plan_segments(frames, settings.clip_len, settings.refert_num)
     noise_for = _Noise(noise, settings.seed, (LATENT_CHANNELS, latent_frames(settings.clip_len) + 1, lat_h, lat_w))
     store = _open_store(inputs, settings, noise)
     total_steps = settings.steps * len(plan)
@@ -298,13 +306,14 @@ def generate(
 
     y_reference = None
     black_face_cache: dict = {}
-    outputs: list[torch.Tensor] = []
+    video = torch.empty(3, frames, height, width)  # filled segment by segment; padding frames are never stored
+    filled = 0
     tail: torch.Tensor | None = None
     finished = store.finished_count() if store is not None else 0
     for segment in plan:
         if segment.index < finished:
             kept, tail = store.load(segment.index)
-            outputs.append(kept)
+            filled = _append_frames(video, filled, kept)
             continue
         if y_reference is None:
             y_reference = reference_condition(vae, to_unit_range(inputs.reference).permute(2, 0, 1), device)
@@ -323,8 +332,8 @@ def generate(
         tail = decoded[:, -settings.refert_num :]
         if store is not None:
             store.save(segment.index, kept, tail)
-        outputs.append(kept)
-    return torch.cat(outputs, dim=1)[:, : inputs.pose.shape[0]]
+        filled = _append_frames(video, filled, kept)
+    return video
 
 
 def _generate_segment(
