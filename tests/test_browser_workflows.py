@@ -319,3 +319,18 @@ def test_pack_preview_node_shows_its_frames_in_the_page(page, comfyui, path: Pat
     page.screenshot(path=str(shot))
     print(f"screenshot of {PREVIEW_NODE} previews from {path.name}: {shot} (groups {state['kinds']})")
     assert page.errors.items == []
+
+
+def test_core_node_with_the_same_prefix_is_left_alone(page):
+    """ComfyUI core's WanAnimateToVideo shares the class-name prefix; the extension only serves custom nodes."""
+    state = page.evaluate("""() => {
+        const app = window.app;
+        app.graph.clear();
+        const core = window.LiteGraph.createNode("WanAnimateToVideo");
+        app.graph.add(core);
+        core.onExecuted?.({images: [], wan_animate_previews: []});
+        return {module: core.constructor.nodeData.python_module,
+                widgets: core.widgets.map(w => w.name).filter(n => n === "wan_animate_previews")};
+    }""")
+    assert state == {"module": "comfy_extras.nodes_wan", "widgets": []}
+    assert page.errors.items == []

@@ -1,7 +1,7 @@
 // Wan Animate frontend extension: frame-by-frame previews (pose skeleton, face crops, mask, ...) on the pack's nodes.
 //
-// Contract with the Python nodes (docs/COMFYUI_TESTING.md, "Preview contract"): a node whose class name starts with
-// "WanAnimate" returns
+// Contract with the Python nodes (docs/COMFYUI_TESTING.md, "Preview contract"): a custom node (not ComfyUI core) whose
+// class name starts with "WanAnimate" returns
 //   {"ui": {"images": [refs...], "wan_animate_previews": [{"kind": "pose", "count": 81, "fps": 16}, ...]}, "result": ...}
 // where `images` are ordinary ComfyUI image references ({filename, subfolder, type}, usually type "temp") and each
 // group owns `count` consecutive images starting at its optional `start` index (default: right after the previous
@@ -12,6 +12,7 @@ import { api } from "../../scripts/api.js";
 
 const EXTENSION_NAME = "WanAnimate.Previews";
 const NODE_PREFIX = "WanAnimate";
+const CUSTOM_NODE_MODULE = "custom_nodes."; // ComfyUI core has a WanAnimateToVideo node (comfy_extras): leave it alone
 const PREVIEW_KEY = "wan_animate_previews";
 const WIDGET_NAME = "wan_animate_previews";
 const DEFAULT_FPS = 8;
@@ -179,10 +180,15 @@ function hasPreviews(node) {
   return Boolean(node.widgets?.find((w) => w.name === WIDGET_NAME)?.element?.querySelector(".wa-group"));
 }
 
+/** A node definition of a custom node pack (not ComfyUI core) whose class name starts with "WanAnimate". */
+function isPackNode(nodeData) {
+  return Boolean(nodeData?.name?.startsWith(NODE_PREFIX) && nodeData.python_module?.startsWith(CUSTOM_NODE_MODULE));
+}
+
 app.registerExtension({
   name: EXTENSION_NAME,
   nodeCreated(node) {
-    if (!(node.comfyClass ?? node.type ?? "").startsWith(NODE_PREFIX)) return;
+    if (!isPackNode(node.constructor?.nodeData)) return;
     // The frontend refreshes its own preview while drawing the node background; undo it after each refresh.
     const onDrawBackground = node.onDrawBackground;
     node.onDrawBackground = function () {
@@ -194,7 +200,7 @@ app.registerExtension({
     };
   },
   async beforeRegisterNodeDef(nodeType, nodeData) {
-    if (!nodeData?.name?.startsWith(NODE_PREFIX)) return;
+    if (!isPackNode(nodeData)) return;
     const onExecuted = nodeType.prototype.onExecuted;
     nodeType.prototype.onExecuted = function (output) {
       const result = onExecuted?.apply(this, arguments);
