@@ -3,8 +3,9 @@
 The official box is the bounding box of the 68 face keypoints, grown so its area is `scale` times larger with the
 same aspect ratio; the extra width goes equally left and right, the extra height 3 parts up (forehead) for 1 part
 down; the box is then clipped to the frame and truncated to integers. Official boxes use every face point whatever
-its score. Frames where the face was not found (most face scores low, or a degenerate box) take the box of the
-nearest frame with a face instead, and are counted so callers can report them.
+its score. Frames where the face was not found (most face scores low, points without extent, or a face wholly
+outside the frame, where the official box is empty or inverted and its crop fails or is garbage) take the box of the
+nearest frame with a face instead, and are counted so callers can report them. Every other box is the official one.
 """
 from __future__ import annotations
 
