@@ -80,3 +80,13 @@ def test_crop_faces_rejects_empty_boxes_and_bad_shapes():
         crop_faces(frames, np.zeros((2, 4), dtype=int))
     with pytest.raises(ValueError, match="133"):
         face_boxes(np.zeros((2, 17, 3)), (60, 80))
+
+
+def test_face_wholly_above_the_frame_counts_as_missing():
+    keypoints = np.concatenate([
+        keypoints_with_face((100.0, 140.0), (-90.0, -40.0)),  # official box would be (.., 0, negative): empty
+        keypoints_with_face((100.0, 140.0), (200.0, 250.0)),
+    ])
+    found = detect_face_boxes(keypoints, (480, 640))
+    assert found.missing.tolist() == [True, False]
+    assert found.boxes[0].tolist() == [97, 142, 194, 251]
