@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_server import REPO_ROOT, release_shared_comfyui, require_comfyui, shared_comfyui, upstream_subgraph
+from comfyui_server import REPO_ROOT, release_shared_comfyui, require_comfyui, shared_comfyui
+from comfyui_workflows import upstream_subgraph
 from wan_animate.client import ComfyClient
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import comfyui_server as harness
+import comfyui_workflows as workflows
 
 OBJECT_INFO = {
     "LoadImage": {"input": {"required": {"image": [["a.png", "b.png"], {"image_upload": True}]}},
@@ -24,19 +25,19 @@ def _scale(**inputs):
 
 
 def test_types_compatible_follows_comfyui_rules():
-    assert harness.types_compatible("IMAGE", "IMAGE")
-    assert harness.types_compatible("MASK", "MASK,IMAGE")
-    assert harness.types_compatible("IMAGE", "*") and harness.types_compatible("*", "LATENT")
-    assert not harness.types_compatible("MASK", "IMAGE")
-    assert harness.types_compatible(["a", "b"], ["a"]) and harness.types_compatible(["a"], "COMBO")
-    assert not harness.types_compatible("STRING", ["a"])
+    assert workflows.types_compatible("IMAGE", "IMAGE")
+    assert workflows.types_compatible("MASK", "MASK,IMAGE")
+    assert workflows.types_compatible("IMAGE", "*") and workflows.types_compatible("*", "LATENT")
+    assert not workflows.types_compatible("MASK", "IMAGE")
+    assert workflows.types_compatible(["a", "b"], ["a"]) and workflows.types_compatible(["a"], "COMBO")
+    assert not workflows.types_compatible("STRING", ["a"])
 
 
 def test_sound_workflow_has_no_problems():
     workflow = {"1": {"class_type": "LoadImage", "inputs": {"image": "missing-on-this-install.png"}},
                 "2": _scale(mask=["1", 1], note="x", unique_id="2"),
                 "3": {"class_type": "Anything", "inputs": {"value": ["2", 0]}}}
-    assert harness.api_workflow_problems(workflow, OBJECT_INFO) == []
+    assert workflows.api_workflow_problems(workflow, OBJECT_INFO) == []
 
 
 def test_every_kind_of_problem_is_named():
@@ -48,7 +49,7 @@ def test_every_kind_of_problem_is_named():
         "5": _scale(image=["1", 7], width=True),
         "6": {"class_type": "Scale", "inputs": {"image": ["1"], "factor": 1.0, "method": "a"}},
     }
-    assert harness.api_workflow_problems(workflow, OBJECT_INFO) == [
+    assert workflows.api_workflow_problems(workflow, OBJECT_INFO) == [
         "node 2 [Scale].image: expects 'IMAGE' but node 1 output 1 gives 'MASK'",
         "node 2 [Scale].width: 8 is below the minimum 16",
         "node 2 [Scale].factor: expects FLOAT, found 'big'",
@@ -67,7 +68,7 @@ def test_every_kind_of_problem_is_named():
 def test_upstream_subgraph_keeps_only_dependencies():
     workflow = {"1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
                 "2": _scale(), "3": _scale(image=["2", 0]), "4": _scale()}
-    part = harness.upstream_subgraph(workflow, "3")
+    part = workflows.upstream_subgraph(workflow, "3")
     assert part == {k: workflow[k] for k in ("1", "2", "3")}
     part["1"]["inputs"]["image"] = "changed.png"
     assert workflow["1"]["inputs"]["image"] == "a.png"

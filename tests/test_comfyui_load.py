@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_server import (
-    REPO_ROOT, api_workflow_problems, queue_and_wait, release_shared_comfyui, require_comfyui, shared_comfyui,
-)
+from comfyui_server import REPO_ROOT, release_shared_comfyui, require_comfyui, shared_comfyui
+from comfyui_workflows import api_workflow_problems, queue_and_wait
 from conftest import load_pack
 
 API_WORKFLOWS = sorted((REPO_ROOT / "workflows" / "api").glob("*.json"))
