@@ -15,7 +15,7 @@ from .convert import image_to_u8, mask_to_tensor, mask_to_u8, u8_to_image
 from .types import POSE_MODELS, POSES, SAM2, PoseModels
 
 CATEGORY = "WanAnimate/preprocess"
-SIZE = {"min": 256, "max": 4096, "step": 16}
+SIZE = {"min": 64, "max": 4096, "step": 16}
 
 
 def _with_previews(result: tuple, **kinds: np.ndarray) -> dict:
