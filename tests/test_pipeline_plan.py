@@ -6,7 +6,7 @@ import torch
 
 from wan_animate.pipeline.color import colour_drift, match_colour, mean_colour
 from wan_animate.pipeline.conditioning import fold_pixel_mask, keep_mask_at_latent_size, segment_mask
-from wan_animate.pipeline.resolution import generation_size, official_preprocess_size, size_for_aspect
+from wan_animate.preprocess.resolution import generation_size, size_for_aspect
 from wan_animate.pipeline.resume import SegmentStore, job_key
 from wan_animate.pipeline.segments import latent_frames, padded_length, padding_sources, plan_segments
 
@@ -118,11 +118,6 @@ def test_size_for_aspect():
         assert sw % 16 == 0 and sh % 16 == 0
         assert abs(sw * sh - area) / area < 0.1
         assert abs(sw / sh - w / h) / (w / h) < 0.05
-
-
-def test_official_preprocess_size_rounds_both_sides_down():
-    assert official_preprocess_size(1920, 1080) == (1280, 720)
-    assert official_preprocess_size(1000, 1000) == (960, 960)
 
 
 def test_generation_size_follows_mode():

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 
 from wan_animate.preprocess.video import (frame_indices_for_fps, frame_indices_for_timestamps, official_frame_count,
-                                          padding_resize, resample_frames_by_fps, resize_frames, resize_to_area,
-                                          target_size_for_area)
+                                          padding_resize, resample_frames_by_fps, resize_frames, resize_to)
 
 
 def test_upsampling_25_to_30_fps_picks_nearest_frames_half_to_even():
@@ -45,17 +44,6 @@ def test_bad_fps_and_empty_video_are_rejected():
         resample_frames_by_fps(np.zeros((0, 4, 4, 3), np.uint8), 30, 30)
 
 
-@pytest.mark.parametrize("hw, expected", [
-    ((1080, 1920), (720, 1280)),
-    ((1920, 1080), (1280, 720)),
-    ((1000, 1000), (960, 960)),
-    ((480, 640), (816, 1104)),  # sqrt(921600 * 3/4) = 831.4 -> 816; 921600 / 831.4 = 1108.5 -> 1104
-])
-def test_size_for_area_keeps_aspect_and_rounds_down_to_16(hw, expected):
-    assert target_size_for_area(*hw) == expected
-    assert target_size_for_area(*hw, area=512 * 512)[0] % 16 == 0
-
-
 def test_padding_resize_centres_wide_image_with_black_bars():
     image = np.full((100, 200, 3), 77, np.uint8)
     out = padding_resize(image, 200, 200)
@@ -73,8 +61,8 @@ def test_padding_resize_centres_tall_image_with_side_bars():
 
 def test_resize_frames_gives_sixteen_multiple_sizes():
     frames = np.random.default_rng(0).integers(0, 255, (2, 90, 160, 3), dtype=np.uint8)
-    out = resize_frames(frames, area=64 * 64)
-    assert out.shape == (2, 48, 80, 3)  # sqrt(4096 * 9/16) = 48, 4096 / 48 = 85.3 -> 80
-    assert resize_to_area(frames[0], area=64 * 64).shape == (48, 80, 3)
-    # 85.3 x 48 content fitted into 80 x 48: the content is 80 wide and 45 high, centred, 1 black row on top
+    out = resize_frames(frames, 48, 80)
+    assert out.shape == (2, 48, 80, 3)
+    assert resize_to(frames[0], 48, 80).shape == (48, 80, 3)
+    # 160 x 90 content fitted into 80 x 48: the content is 80 wide and 45 high, centred, 1 black row on top
     assert (out[:, 0] == 0).all() and out[:, 1:46].any()

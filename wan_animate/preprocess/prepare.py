@@ -1,9 +1,11 @@
 """The official preprocessing as one call: character image + driving video -> the generation's pixel inputs.
 
-Animation: the character image is resized to about `area` pixels (sides multiples of 16) and sets the output size;
+Sizes follow `resolution.generation_size`: about `area` pixels, sides multiples of 16, the aspect ratio of the
+character image (Animation) or of the driving video (Replacement).
+Animation: the character image is resized to that size and sets the output size;
 the driving video keeps its own size for pose and face detection, and its skeletons are drawn at the frame size then
 fitted into the character's size (or, with retargeting, adapted to the character and drawn at its size).
-Replacement: the driving video is resized to about `area` pixels and sets the output size; the character image is
+Replacement: the driving video is resized to that size and sets the output size; the character image is
 fitted into it with black padding; the person mask comes from SAM2 (when a checkpoint is given) or from the pose
 boxes, then is dilated and blockified as officially.
 """
@@ -21,9 +23,10 @@ from .masks import (SAM2_INSTALL_HINT, blur_mask, box_person_masks, grow_mask, o
                     replacement_inputs, sam2_person_masks)
 from .pose_model import WholeBodyPoseModel
 from .render import render_animate_poses, render_replace_poses
+from .resolution import generation_size
 from .retarget import retarget_poses
 from .smoothing import smooth_keypoints
-from .video import DEFAULT_AREA, padding_resize, resize_frames, resize_to_area
+from .video import DEFAULT_AREA, padding_resize, resize_frames, resize_to
 
 MODES = ("animate", "replace")
 MASK_METHODS = ("pose_box", "sam2")
@@ -82,12 +85,14 @@ def prepare_inputs(
         raise ValueError("retargeting applies to Animation mode only; turn it off for Replacement")
     if retarget and (tpose_character is None) != (tpose_driving is None):
         raise ValueError("T-pose retargeting needs both T-pose images (character and driving first frame) or neither")
+    character = np.asarray(character)
+    width, height = generation_size(mode, character.shape[1::-1], video.shape[2:0:-1], area)
     if mode == "replace":
         check_mask_settings(mask or MaskSettings())
-        video = resize_frames(video, area)
-        reference = padding_resize(np.asarray(character), *video.shape[1:3])
+        video = resize_frames(video, height, width)
+        reference = padding_resize(character, height, width)
     else:
-        reference = resize_to_area(np.asarray(character), area)
+        reference = resize_to(character, height, width)
     # the character's pose first: a character without one fails before the long pass over the video
     ref_pose = extract_image_pose(reference, detector, pose_model) if retarget else None
     poses = extract_poses(video, detector, pose_model, progress=progress)

@@ -79,24 +79,6 @@ def resample_frames_by_fps(frames: np.ndarray, src_fps: float, target_fps: float
     return frames[indices]
 
 
-def target_size_for_area(height: int, width: int, area: int = DEFAULT_AREA,
-                         multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
-    """(height, width) of about `area` pixels with the source aspect ratio, each side rounded down to `multiple`.
-
-    This is what the official `resize_by_area` ends up computing: its search over candidate sizes always fails on
-    an argument-count error and falls back to this closed form.
-    """
-    if height <= 0 or width <= 0:
-        raise ValueError(f"image size must be positive; got {height}x{width}")
-    aspect = width / height
-    new_h = math.sqrt(area / aspect)
-    new_w = area / new_h
-    out_h, out_w = int((new_h // multiple) * multiple), int((new_w // multiple) * multiple)
-    if out_h <= 0 or out_w <= 0:
-        raise ValueError(f"area {area} is too small for a {height}x{width} image at multiples of {multiple}")
-    return out_h, out_w
-
-
 def padding_resize(image: np.ndarray, height: int, width: int, pad_value: int = 0,
                    interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
     """Fit `image` [H, W, C] uint8 into height x width keeping its aspect ratio, centred, with `pad_value` around
@@ -118,19 +100,18 @@ def padding_resize(image: np.ndarray, height: int, width: int, pad_value: int = 
     return canvas
 
 
-def resize_to_area(image: np.ndarray, area: int = DEFAULT_AREA, multiple: int = SIZE_MULTIPLE) -> np.ndarray:
-    """The official `resize_by_area`: size from `target_size_for_area`, area interpolation when shrinking,
-    bilinear when enlarging, black padding for the rounding."""
+def resize_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`image` [H, W, C] uint8 fitted into height x width as the official `resize_by_area` does: area interpolation
+    when shrinking, bilinear when enlarging, black padding where the aspect ratios differ."""
     src_h, src_w = image.shape[:2]
-    out_h, out_w = target_size_for_area(src_h, src_w, area, multiple)
-    interpolation = cv2.INTER_AREA if out_w * out_h < src_w * src_h else cv2.INTER_LINEAR
-    return padding_resize(image, out_h, out_w, interpolation=interpolation)
+    interpolation = cv2.INTER_AREA if width * height < src_w * src_h else cv2.INTER_LINEAR
+    return padding_resize(image, height, width, interpolation=interpolation)
 
 
-def resize_frames(frames: np.ndarray, area: int = DEFAULT_AREA, multiple: int = SIZE_MULTIPLE) -> np.ndarray:
-    """Every frame of [F, H, W, 3] uint8 through `resize_to_area`: [F, H', W', 3]."""
+def resize_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Every frame of [F, H, W, 3] uint8 through `resize_to`: [F, height, width, 3]."""
     if frames.ndim != 4 or frames.dtype != np.uint8:
         raise ValueError(f"frames: expected uint8 [F, H, W, C]; got {frames.dtype} {frames.shape}")
     if len(frames) == 0:
         raise ValueError("video has 0 frames; at least 1 is needed")
-    return np.stack([resize_to_area(frame, area, multiple) for frame in frames])
+    return np.stack([resize_to(frame, height, width) for frame in frames])

@@ -4,9 +4,9 @@ Animation follows the character image's aspect ratio, Replacement the driving vi
 sizes with both sides multiples of 16 and an aspect ratio as close as those multiples allow (height rounded down or up,
 then width rounded down or up from height * aspect), the one whose token count (area / 16**2) is closest to the target
 area's; ties go to the closer aspect ratio, then the smaller size.
-
-`official_preprocess_size` is the size the official preprocessing actually produces (its `resize_by_area` always
-ends in its fallback branch: both sides of the exact-area size rounded down to multiples of 16), for reproducing it.
+For 16:9 sources this is the official preprocessing's size too (1920x1080 -> 1280x720); for other aspect ratios the
+official `resize_by_area` rounds both sides of the exact-area size down to multiples of 16, which can land further from
+the target area.
 """
 from __future__ import annotations
 
@@ -40,16 +40,6 @@ def size_for_aspect(
             candidates.append((abs(w * h - target_area), abs(w / h - aspect), w * h, w, h))
     best = min(candidates)
     return best[3], best[4]
-
-
-def official_preprocess_size(
-    width: int, height: int, target_area: int = DEFAULT_AREA, multiple: int = SIZE_MULTIPLE
-) -> tuple[int, int]:
-    """(width, height) the official preprocessing resizes a width x height frame to (see the module docstring)."""
-    _check(width, height, target_area, multiple)
-    exact_h = math.sqrt(target_area / (width / height))
-    exact_w = target_area / exact_h
-    return int(exact_w // multiple) * multiple, int(exact_h // multiple) * multiple
 
 
 def generation_size(
