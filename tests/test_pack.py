@@ -44,3 +44,18 @@ def test_every_node_keeps_the_contract(pack):
 def test_display_names_unique(pack):
     names = list(pack.NODE_DISPLAY_NAME_MAPPINGS.values())
     assert len(names) == len(set(names))
+
+
+def test_requirements_match_pyproject_and_leave_torch_alone():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    listed = [line.strip() for line in (root / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert sorted(listed) == sorted(project["project"]["dependencies"])
+    assert not any(name.split("=")[0].split(">")[0].split("<")[0] in ("torch", "torchvision", "torchaudio")
+                   for name in listed)
+    assert {"PublisherId", "DisplayName", "Icon"} <= set(project["tool"]["comfy"])
+    assert (root / project["tool"]["comfy"]["Icon"]).is_file()
