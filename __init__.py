@@ -4,7 +4,7 @@ import sys
 
 _PACK_DIR = os.path.dirname(os.path.abspath(__file__))
 if _PACK_DIR not in sys.path:
-    sys.path.insert(0, _PACK_DIR)
+    sys.path.append(_PACK_DIR)  # after ComfyUI's own folders: its `nodes` module must keep winning over ours
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 
