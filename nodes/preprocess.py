@@ -115,7 +115,7 @@ class WanAnimatePoseExtract:
         frames = image_to_u8(images, "images")
         progress = progress_callback(2 * len(frames))
         poses = extract_poses(frames, pose_models.detector, pose_models.pose_model,
-                              progress=lambda done, total: progress(done))
+                              progress=lambda done, total: progress(done), source="images")
         if smoothing > 0:
             poses.keypoints = smooth_keypoints(poses.keypoints, smoothing)
         report = f"person followed in {int(poses.person_found.sum())} of {len(poses)} frames"
@@ -139,7 +139,7 @@ class WanAnimateFaceCrops:
         if frames.shape[1:3] != tuple(poses.frame_size) or len(frames) != len(poses):
             raise ValueError(f"images are {len(frames)} frames of {frames.shape[1:3]}; the poses were found in "
                              f"{len(poses)} frames of {tuple(poses.frame_size)}: connect the same video")
-        boxes = detect_face_boxes(poses.keypoints, poses.frame_size)
+        boxes = detect_face_boxes(poses.keypoints, poses.frame_size).require_faces("images")
         faces = crop_faces(frames, boxes.boxes)
         report = f"{boxes.missing_count} of {len(frames)} frames had no face (nearest face box reused)"
         return _with_previews((u8_to_image(faces), report), face=faces)

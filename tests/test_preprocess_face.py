@@ -90,3 +90,11 @@ def test_face_wholly_above_the_frame_counts_as_missing():
     found = detect_face_boxes(keypoints, (480, 640))
     assert found.missing.tolist() == [True, False]
     assert found.boxes[0].tolist() == [97, 142, 194, 251]
+
+
+def test_a_video_without_any_face_is_refused_by_name():
+    keypoints = np.zeros((3, 133, 3), np.float32)  # nothing scores: no face anywhere
+    boxes = detect_face_boxes(keypoints, (64, 64))
+    assert boxes.missing_count == 3
+    with pytest.raises(ValueError, match="no face was found in any of the 3 frames of the driving video"):
+        boxes.require_faces("driving video")

@@ -56,20 +56,21 @@ def _detect_with_progress(frames: np.ndarray, detector: PersonDetector, progress
 
 def extract_poses(frames_u8: np.ndarray, detector: PersonDetector, pose_model: WholeBodyPoseModel,
                   progress: ProgressFn | None = None, track: bool = True, carry_over: bool = True,
-                  chunk: int = 32) -> PoseSequence:
+                  chunk: int = 32, source: str = "driving video") -> PoseSequence:
     """Keypoints of the main person in every frame of `frames_u8` [F, H, W, 3] uint8 RGB.
 
     track=True chooses the main person once (largest person, official rule) and follows it across frames;
     track=False re-chooses in every frame as the official pipeline does. Where the followed person is not detected
     the previous box is reused (`carry_over`), otherwise the whole frame goes to the pose model (the official
     behaviour); either way `person_found` is False there. `progress(done, total)` is called after each chunk of
-    work (total = 2 F: detection, then pose). Raises ValueError when no person is detected in any frame.
+    work (total = 2 F: detection, then pose). Raises ValueError, naming `source`, when no person is detected in any
+    frame.
     """
-    frames = _check_video(frames_u8, "driving video")
+    frames = _check_video(frames_u8, source)
     total = 2 * len(frames)
     detections = _detect_with_progress(frames, detector, progress, total, chunk)
     if not any(len(d) for d in detections):
-        raise ValueError(f"no person was detected in any of the {len(frames)} frames of the driving video")
+        raise ValueError(f"no person was detected in any of the {len(frames)} frames of the {source}")
     path: Track = track_main_person(detections, carry_over=carry_over) if track \
         else official_per_frame_choice(detections)
     keypoints = []

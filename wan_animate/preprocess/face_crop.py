@@ -31,6 +31,13 @@ class FaceBoxes(NamedTuple):
     def missing_count(self) -> int:
         return int(self.missing.sum())
 
+    def require_faces(self, source: str) -> "FaceBoxes":
+        """These boxes, or a ValueError when no frame of `source` has a face (its crops would show no face)."""
+        if len(self.missing) and self.missing.all():
+            raise ValueError(f"no face was found in any of the {len(self.missing)} frames of the {source}; the face "
+                             "crops drive the facial expression: use a video where the person's face is visible")
+        return self
+
 
 def face_box(face_xy: np.ndarray, frame_size: tuple[int, int], scale: float = 1.3) -> tuple[int, int, int, int] | None:
     """(x1, x2, y1, y2) around [68, 2] face points in pixels, or None when their extent has no area."""

@@ -100,7 +100,7 @@ def prepare_inputs(
         poses.keypoints = smooth_keypoints(poses.keypoints, smoothing)
     report = [f"person followed in {int(poses.person_found.sum())} of {len(poses)} frames"]
 
-    faces = detect_face_boxes(poses.keypoints, poses.frame_size)
+    faces = detect_face_boxes(poses.keypoints, poses.frame_size).require_faces("driving video")
     if faces.missing_count:
         report.append(f"{faces.missing_count} of {len(poses)} frames had no face; the nearest face box was reused")
     face = crop_faces(video, faces.boxes)
