@@ -1,7 +1,8 @@
 """Browser layer: the real ComfyUI frontend in headless Chromium (Debian's /usr/bin/chromium through Playwright).
 
 Checks that the web extension is served and registers, that every UI-format workflow in workflows/*.json loads
-with all its node types known and its widget values intact (one screenshot each, path printed), that a tiny
+with all its node types known and its widget values intact (one screenshot each, path printed), that dropping it on
+a server without its model files opens the missing-models dialog with exactly the files it declares, that a tiny
 core-node graph queued from the page shows its output image, and that the preview contract renders frame sliders.
 Skipped unless COMFYUI_PATH is set, /usr/bin/chromium exists and the `playwright` package is installed.
 """
@@ -14,6 +15,10 @@ import pytest
 
 from comfyui_server import REPO_ROOT, release_shared_comfyui, require_comfyui, shared_comfyui
 from comfyui_workflows import upstream_subgraph
+from frontend_missing_models import (
+    DIALOG_ROWS_JS, DROP_JS, INVALID_DIRECTORY, MISSING_MODELS_SETTING, SCROLL_LIST_TO_END_JS, declared_models,
+    expected_rows,
+)
 from wan_animate.client import ComfyClient
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -159,6 +164,56 @@ def test_ui_workflow_loads_in_the_frontend(page, path: Path, tmp_path):
     shot = tmp_path / f"{path.stem}.png"
     page.screenshot(path=str(shot))
     print(f"screenshot of {path.name}: {shot}")
+    assert page.errors.items == []
+
+
+def _drop_with_missing_models_dialog(page, server_url: str, path: Path, tmp_path: Path) -> None:
+    """Drop the workflow file on the page (the frontend's own drop handler loads it) with the dialog enabled.
+
+    Requests that leave the test server (the dialog asks the model hosts for file sizes) are aborted."""
+    page.route(lambda url: not url.startswith(server_url), lambda route: route.abort())
+    page.evaluate(f"async () => await window.app.extensionManager.setting.set('{MISSING_MODELS_SETTING}', true)")
+    page.evaluate(DROP_JS, [path.read_text(encoding="utf-8"), path.name])
+    _wait_for(page, "() => document.querySelector('.comfy-missing-models [role=option]') !== null", tmp_path,
+              f"the missing-models dialog of {path.name}")
+
+
+@pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.name)
+def test_dropped_workflow_lists_exactly_its_missing_models(page, comfyui, path: Path, tmp_path):
+    """The test server's model folders hold only the tiny test models, so every file the workflow declares is missing
+    and must be listed once, with its folder, its URL and the download state the frontend's rule gives it. The Read me
+    note links every file too (the dialog cannot offer the .onnx downloads)."""
+    workflow = json.loads(path.read_text(encoding="utf-8"))
+    declared = declared_models(workflow)
+    assert declared, f"{path.name} declares no model files"
+    folders = {folder["name"] for folder in comfyui.get_json("/experiment/models")}
+    present = [e["name"] for e in declared if e["directory"] in folders
+               and e["name"] in comfyui.get_json(f"/models/{e['directory']}")]
+    assert present == [], "the test server must not have the real model files"
+
+    _drop_with_missing_models_dialog(page, comfyui.url, path, tmp_path)
+    page.wait_for_function("(count) => window.app.graph.nodes.length === count", arg=len(workflow["nodes"]))
+    page.wait_for_timeout(500)
+    rows = page.evaluate(DIALOG_ROWS_JS)
+    shots = [tmp_path / f"{path.stem}_missing_models_top.png", tmp_path / f"{path.stem}_missing_models_end.png"]
+    page.screenshot(path=str(shots[0]))
+    page.evaluate(SCROLL_LIST_TO_END_JS)
+    page.wait_for_timeout(200)
+    page.screenshot(path=str(shots[1]))  # the list scrolls: its last rows
+    print(f"missing-models dialog of {path.name}: {shots[0]} {shots[1]}")
+    for row in rows:
+        print(f"  {row['label']}  <- {row['url']}  error: {row['error']}")
+
+    assert sorted(r["label"] for r in rows) == sorted(f"{e['directory']} / {e['name']}" for e in declared)
+    assert sorted(rows, key=lambda r: r["label"]) == sorted(expected_rows(workflow, folders), key=lambda r: r["label"])
+    assert [r["label"] for r in rows if r["error"] == INVALID_DIRECTORY] == [], "model folders unknown to ComfyUI"
+    assert page.locator(".p-dialog").count() == 1, "another dialog (missing nodes, load error) opened with it"
+    alerts = page.evaluate(
+        "() => [...document.querySelectorAll('.p-toast-message-warn, .p-toast-message-error')].map(e => e.textContent)"
+    )
+    assert alerts == [], "the frontend raised alerts while loading the dropped workflow"
+    note_links = page.evaluate("() => [...document.querySelectorAll('.comfy-markdown a[href]')].map(a => a.href)")
+    assert sorted(note_links) == sorted(e["url"] for e in declared), "the Read me note links every model file"
     assert page.errors.items == []
 
 

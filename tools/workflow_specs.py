@@ -52,7 +52,9 @@ def model(key: str) -> dict:
 
 
 def note(keys: list[str], extra: str) -> str:
-    lines = [f"- `{MODELS[k][0]}` in `models/{MODELS[k][1]}/`" for k in keys]
+    """The Read me text: every model file with its download link (ComfyUI's missing-models dialog only offers
+    downloads of .safetensors/.sft files, so the .onnx detectors are downloaded from here) and its folder."""
+    lines = [f"- [{MODELS[k][0]}]({MODELS[k][2]}) in `models/{MODELS[k][1]}/`" for k in keys]
     return "## Model files\n" + "\n".join(lines) + "\n\n" + extra
 
 

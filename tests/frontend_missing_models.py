@@ -1,19 +1,11 @@
-"""Browser layer: dropping each UI workflow on a ComfyUI without its model files opens the missing-models dialog.
+"""ComfyUI's missing-models dialog, restated from its frontend bundle (comfyui_frontend_package 1.35.9), for the
+browser test that drops each UI workflow on a server without its model files (docs/COMFYUI_TESTING.md,
+"Missing-models dialog").
 
-The frontend (comfyui_frontend_package 1.35.9) builds that dialog in `ComfyApp.loadGraphData` and its
-`MissingModelsWarning` component; `expected_rows` restates the rule read from the bundle (docs/COMFYUI_TESTING.md,
-"Missing-models dialog"). The test server's model folders only hold the tiny test models, so every file a workflow
-declares is missing. Requests that leave the test server (the dialog asks the model hosts for file sizes) are
-aborted: the test never touches the network. Skipped like the rest of the browser layer.
+`ComfyApp.loadGraphData` collects the models to check (`selected_models`); its `MissingModelsWarning` component shows
+one row per missing file, with an error instead of a usable download for some of them (`download_error`).
 """
 from __future__ import annotations
-
-import json
-from pathlib import Path
-
-import pytest
-
-from test_browser_workflows import UI_WORKFLOWS, _fit_view, browser, comfyui, page  # noqa: F401 (fixtures)
 
 MISSING_MODELS_SETTING = "Comfy.Workflow.ShowMissingModelsWarning"
 # MissingModelsWarning's download rule: a URL from these hosts (or one of three fixed URLs) and a file name with
@@ -26,8 +18,6 @@ WHITELISTED_URLS = frozenset({
     "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth",
 })
 INVALID_DIRECTORY = "Invalid directory specified (does this require custom nodes?)"
-
-pytestmark = pytest.mark.browser
 
 DROP_JS = """([text, name]) => {
     const data = new DataTransfer();
@@ -66,7 +56,8 @@ def selected_models(workflow: dict) -> list[dict]:
     found = []
     for node in workflow["nodes"]:
         values = node.get("widgets_values") or []
-        strings = {v for v in (values.values() if isinstance(values, dict) else values) if isinstance(v, str) and v.strip()}
+        values = values.values() if isinstance(values, dict) else values
+        strings = {value for value in values if isinstance(value, str) and value.strip()}
         found += [entry for entry in (node.get("properties") or {}).get("models") or [] if entry["name"] in strings]
     found += workflow.get("models") or []
     unique: dict[str, dict] = {}
@@ -101,41 +92,3 @@ def expected_rows(workflow: dict, model_folders: set[str]) -> list[dict]:
             "download_url": entry["url"], "buttons_disabled": [error is not None] * 2,
         })
     return rows
-
-
-def _drop_with_missing_models_dialog(page, server_url: str, path: Path) -> None:
-    """Drop the workflow file on the page (the frontend's own drop handler loads it) with the dialog enabled."""
-    page.route(lambda url: not url.startswith(server_url), lambda route: route.abort())
-    page.evaluate(f"async () => await window.app.extensionManager.setting.set('{MISSING_MODELS_SETTING}', true)")
-    page.evaluate(DROP_JS, [path.read_text(encoding="utf-8"), path.name])
-    page.locator(".comfy-missing-models").wait_for(state="visible")
-
-
-@pytest.mark.parametrize("path", UI_WORKFLOWS, ids=lambda p: p.name)
-def test_dropped_workflow_lists_exactly_its_missing_models(page, comfyui, path: Path, tmp_path):
-    workflow = json.loads(path.read_text(encoding="utf-8"))
-    declared = declared_models(workflow)
-    assert declared, f"{path.name} declares no model files"
-    folders = {folder["name"] for folder in comfyui.get_json("/experiment/models")}
-    present = [e["name"] for e in declared if e["directory"] in folders
-               and e["name"] in comfyui.get_json(f"/models/{e['directory']}")]
-    assert present == [], "the test server must not have the real model files"
-
-    _drop_with_missing_models_dialog(page, comfyui.url, path)
-    page.wait_for_function("(count) => window.app.graph.nodes.length === count", arg=len(workflow["nodes"]))
-    page.wait_for_timeout(500)
-    rows = page.evaluate(DIALOG_ROWS_JS)
-    shots = [tmp_path / f"{path.stem}_missing_models_top.png", tmp_path / f"{path.stem}_missing_models_end.png"]
-    page.screenshot(path=str(shots[0]))
-    page.evaluate(SCROLL_LIST_TO_END_JS)
-    page.wait_for_timeout(200)
-    page.screenshot(path=str(shots[1]))  # the list scrolls: its last rows
-    print(f"missing-models dialog of {path.name}: {shots[0]} {shots[1]}")
-    for row in rows:
-        print(f"  {row['label']}  <- {row['url']}  error: {row['error']}")
-
-    assert sorted(r["label"] for r in rows) == sorted(f"{e['directory']} / {e['name']}" for e in declared)
-    assert sorted(rows, key=lambda r: r["label"]) == sorted(expected_rows(workflow, folders), key=lambda r: r["label"])
-    assert page.locator(".p-dialog").count() == 1, "another dialog (missing nodes, load error) opened with it"
-    _fit_view(page)
-    assert page.errors.items == []
