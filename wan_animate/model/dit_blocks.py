@@ -42,8 +42,8 @@ class RMSNorm(nn.Module):
         return normed * self.weight.to(x.dtype)
 
 
-class SelfAttention(nn.Module):
-    """Full self-attention over the video tokens with RMS qk-norm and 3-D RoPE."""
+class AttentionProjections(nn.Module):
+    """The q / k / v / o projections with RMS qk-norm that the self- and cross-attention layers share."""
 
     def __init__(self, dim: int, num_heads: int, eps: float) -> None:
         super().__init__()
@@ -54,6 +54,10 @@ class SelfAttention(nn.Module):
         self.o = nn.Linear(dim, dim)
         self.norm_q = RMSNorm(dim, eps)
         self.norm_k = RMSNorm(dim, eps)
+
+
+class SelfAttention(AttentionProjections):
+    """Full self-attention over the video tokens with RMS qk-norm and 3-D RoPE."""
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """x [B, L, dim] in the compute dtype -> [B, L, dim]."""
@@ -64,18 +68,11 @@ class SelfAttention(nn.Module):
         return self.o(attention(q, k, v).flatten(-2))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(AttentionProjections):
     """Attention from the video tokens to the CLIP image tokens and the text tokens, the two results summed."""
 
     def __init__(self, dim: int, num_heads: int, eps: float) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = RMSNorm(dim, eps)
-        self.norm_k = RMSNorm(dim, eps)
+        super().__init__(dim, num_heads, eps)
         self.k_img = nn.Linear(dim, dim)
         self.v_img = nn.Linear(dim, dim)
         self.norm_k_img = RMSNorm(dim, eps)
