@@ -2,8 +2,8 @@
 
 ComfyUI passes the same handle from the loader node to LoRA nodes and the sampler. LoRA nodes do not touch weights:
 they return a handle that asks for one more LoRA. The sampler calls `activate`, which loads the model once, brings
-the LoRAs on it in line with what the handle asks for (reloading it when a different stack was merged), places it on the device
-(resident, or with its last blocks streamed from host memory), and afterwards parks it back in host memory.
+the LoRAs on it in line with what the handle asks for (reloading it when a different stack was merged), places it on
+the device (resident, or with its last blocks streamed from host memory), and afterwards parks it back in host memory.
 """
 from __future__ import annotations
 
