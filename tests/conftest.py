@@ -39,6 +39,17 @@ def load_pack():
 
 
 @pytest.fixture(scope="session")
+def comfyui(tmp_path_factory):
+    """A real ComfyUI with this pack, shared by the session (skips unless COMFYUI_PATH is set)."""
+    from comfyui_server import release_shared_comfyui, require_comfyui, shared_comfyui
+
+    require_comfyui()
+    server = shared_comfyui(tmp_path_factory.mktemp("comfyui"))
+    yield server
+    release_shared_comfyui()
+
+
+@pytest.fixture(scope="session")
 def pack():
     return load_pack()
 

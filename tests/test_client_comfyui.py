@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comfyui_server import release_shared_comfyui, require_comfyui, shared_comfyui
 from wan_animate import client
 
 pytestmark = pytest.mark.comfyui
@@ -25,14 +24,6 @@ VIDEO_FRAMES = {
     "2": {"class_type": "GetVideoComponents", "inputs": {"video": ["1", 0]}},
     "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "client_frames"}},
 }
-
-
-@pytest.fixture(scope="session")
-def comfyui(tmp_path_factory):
-    require_comfyui()
-    server = shared_comfyui(tmp_path_factory.mktemp("comfyui"))
-    yield server
-    release_shared_comfyui()
 
 
 def _write(tmp_path: Path, name: str, workflow: dict) -> Path:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from comfyui_server import REPO_ROOT, release_shared_comfyui, require_comfyui, shared_comfyui
+from comfyui_server import REPO_ROOT
 from comfyui_workflows import api_workflow_problems, queue_and_wait
 from conftest import load_pack
 
@@ -17,14 +17,6 @@ TEST_WORKFLOWS_DIR = REPO_ROOT / "tests" / "workflows_test"
 TEST_WORKFLOWS = sorted(TEST_WORKFLOWS_DIR.glob("*.json"))
 
 pytestmark = pytest.mark.comfyui
-
-
-@pytest.fixture(scope="session")
-def comfyui(tmp_path_factory):
-    require_comfyui()
-    server = shared_comfyui(tmp_path_factory.mktemp("comfyui"))
-    yield server
-    release_shared_comfyui()
 
 
 def test_pack_imports_without_error(comfyui):
