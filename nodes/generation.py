@@ -11,8 +11,8 @@ from wan_animate.runtime.oom import explain_oom
 from wan_animate.sampling.preview import latent_preview
 from wan_animate.sampling.schedulers import SCHEDULERS
 
-from .checks import (check_against_model, check_frames, check_sampler_settings, clip_features, conditioning_tokens,
-                     describe, fit_reference)
+from .checks import (absent_reason, check_against_model, check_frames, check_sampler_settings, clip_features,
+                     conditioning_tokens, describe, fit_reference)
 from .comfy_compat import free_memory, output_path, progress_callback, throw_if_interrupted, torch_device
 from .types import EMBEDS, WAN_MODEL, WAN_VAE, Embeds
 
@@ -52,6 +52,9 @@ class WanAnimateEmbeds:
             raise ValueError("Replacement mode needs background_video and mask (from Wan Animate Preprocess); "
                              f"found background_video: {describe(background_video)}, mask: {describe(mask)}")
         check_frames(mode, pose_video, face_video, background_video, mask)
+        absent_negative = None if negative is None else absent_reason(negative)
+        if absent_negative:
+            negative = None
         inputs = AnimateInputs(
             reference=fit_reference(reference, *pose_video.shape[1:3]),
             pose=pose_video[..., :3],
@@ -62,7 +65,7 @@ class WanAnimateEmbeds:
             background=None if mode == "animate" else background_video[..., :3],
             person_mask=None if mode == "animate" else mask,
         )
-        return (Embeds(mode, inputs),)
+        return (Embeds(mode, inputs, absent_negative),)
 
 
 class WanAnimateSampler:
@@ -104,7 +107,7 @@ class WanAnimateSampler:
 
     def sample(self, model: DiTHandle, vae, embeds: Embeds, steps, shift, scheduler, seed, cfg, segment_length,
                guide_frames, face_cfg=1.0, colour_correction=False, resume_dir=""):
-        check_sampler_settings(embeds.inputs, cfg, segment_length, int(guide_frames))
+        check_sampler_settings(embeds.inputs, cfg, segment_length, int(guide_frames), embeds.absent_negative)
         settings = GenerationSettings(
             mode=embeds.mode, clip_len=segment_length, refert_num=int(guide_frames), solver=scheduler, steps=steps,
             shift=shift, guide_scale=cfg, face_guide_scale=face_cfg, seed=seed,

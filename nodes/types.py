@@ -29,7 +29,9 @@ class Sam2Checkpoint:
 
 @dataclass(frozen=True)
 class Embeds:
-    """Everything the sampler needs besides the models: the job's inputs and its mode."""
+    """Everything the sampler needs besides the models: the job's inputs and its mode; `absent_negative` says why
+    the connected negative holds no prompt (an embeddings file without context_null), None otherwise."""
 
     mode: str
     inputs: AnimateInputs
+    absent_negative: str | None = None

@@ -67,6 +67,8 @@ def write_wrong_files(models: Path, inputs: Path) -> None:
     (models / "sam2" / "sam2_hiera_large.pt").write_bytes(b"not read before the package check")
     save_file({"context": torch.zeros(1, 7, 24), "clip_fea": torch.zeros(1, 257, 20)},
               str(inputs / "batched_context.safetensors"))
+    tiny_embeds = load_file(str(inputs / FILES["embeds"]))
+    save_file({k: v for k, v in tiny_embeds.items() if k != "context_null"}, str(inputs / "no_negative.safetensors"))
     (inputs / "garbage.safetensors").write_bytes(b"not a safetensors file")
 
 
@@ -417,6 +419,16 @@ def test_cfg_without_negative(pack, loaded):
     with pytest.raises(ValueError) as error:
         sample(pack, loaded, record, cfg=2.0)
     assert_mentions(error, "cfg", "2.0", "negative")
+
+
+def test_cfg_with_the_negative_of_an_embeddings_file_without_one(pack, loaded):
+    positive, negative, clip = run_node(pack, "WanAnimateLoadEmbeddings", file="no_negative.safetensors")
+    assert float(negative[0][0].abs().max()) == 0.0  # other nodes still get zeros
+    record = embeds(pack, loaded, positive=positive, negative=negative, clip_vision_output=clip)
+    assert record.inputs.context_null is None
+    with pytest.raises(ValueError) as error:
+        sample(pack, loaded, record, cfg=2.0)
+    assert_mentions(error, "cfg is 2.0", "negative", "'no_negative.safetensors'", "context_null", "set cfg to 1")
 
 
 @pytest.mark.parametrize("length", [8, 10, 3])

@@ -107,7 +107,7 @@ class DiTHandle:
         if device.type == "cuda":
             offloader = self._place_on_gpu(model, device, tokens)
         if self.options.compile and not is_compiled(model.blocks[0]):
-            compile_blocks(model.blocks)
+            compile_blocks(model.blocks, device=device)
         try:
             with attention_backend(self.options.attention):
                 yield model
