@@ -46,6 +46,13 @@ def golden_section(name: str) -> Path:
     return path
 
 
+def absent_golden_param(path: Path, arguments: int = 1) -> list:
+    """The parameter list of a test parametrized over a golden folder's contents when that folder is absent: one
+    skipped case that names the folder (pytest's reason for an empty list, "got empty parameter set", names none)."""
+    reason = f"golden set {path} is absent (set WAN_ANIMATE_GOLDEN)"
+    return [pytest.param(*([None] * arguments), marks=pytest.mark.skip(reason=reason), id="absent")]
+
+
 def load_pack():
     """Import the repository's __init__.py as a package, the way ComfyUI imports a custom node."""
     if PACK_MODULE in sys.modules:
