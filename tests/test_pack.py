@@ -3,7 +3,7 @@ import inspect
 
 VALID_TYPES = {
     "INT", "FLOAT", "STRING", "BOOLEAN", "IMAGE", "MASK", "LATENT", "CONDITIONING", "CLIP_VISION_OUTPUT",
-    "MODEL", "VAE", "CLIP", "CLIP_VISION", "COMBO", "*",
+    "MODEL", "VAE", "CLIP", "CLIP_VISION", "COMBO", "AUDIO", "*",
 }
 OUR_PREFIX = "WANANIMATE_"
 
