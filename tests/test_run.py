@@ -32,7 +32,8 @@ API = {
 def _ui(files_url: str) -> dict:
     return {"nodes": [
         {"id": 3, "type": "WanAnimateModelLoader", "properties": {"models": [
-            {"name": "dit.safetensors", "url": f"{files_url}/resolve/dit.safetensors", "directory": "diffusion_models"}]}},
+            {"name": "dit.safetensors", "url": f"{files_url}/resolve/dit.safetensors",
+             "directory": "diffusion_models"}]}},
         {"id": 4, "type": "WanAnimatePoseModelLoader", "properties": {"models": [
             {"name": "det.onnx", "url": f"{files_url}/det.onnx", "directory": "detection"}]}},
         {"id": 30, "type": "MarkdownNote", "properties": {}},

@@ -36,7 +36,9 @@ def check_comfyui_folder(folder: Path) -> Path:
 
 
 def link_pack(comfyui: Path, pack: Path = REPO_ROOT) -> Path:
-    """The custom_nodes entry that is this pack, creating the symlink custom_nodes/comfyui-wan-animate if none is."""
+    """The custom_nodes entry that is this pack, creating the symlink custom_nodes/comfyui-wan-animate if none is.
+
+    `comfyui` is the folder holding custom_nodes/ (ComfyUI's own, or its --base-directory)."""
     custom_nodes = comfyui / "custom_nodes"
     custom_nodes.mkdir(exist_ok=True)
     pack = pack.resolve()
