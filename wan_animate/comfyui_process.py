@@ -114,7 +114,8 @@ def start_comfyui(comfyui: Path, port: int, log_dir: Path, python: str = sys.exe
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ComfyUIStartError(f"ComfyUI exited with code {process.returncode} while starting "
-                                    f"({' '.join(command)}); last lines of {log_path}:\n{server.log_tail()}")
+                                    f"({' '.join(command)}; if {python} is not the Python your ComfyUI runs with, "
+                                    f"name that one with --python); last lines of {log_path}:\n{server.log_tail()}")
         if comfyui_answers(url):
             return server
         time.sleep(0.5)
