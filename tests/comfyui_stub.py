@@ -110,7 +110,7 @@ class StubComfyUI:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
 
     def store_upload(self, name: str, data: bytes, overwrite: bool) -> str:
         stem, dot, suffix = name.rpartition(".")

@@ -71,8 +71,17 @@ def content_range_total(value: str | None) -> tuple[int | None, int | None]:
     return start, total
 
 
+def human_size(count: float) -> str:
+    """12345678 -> '12.3 MB' (decimal units, as download sites state sizes)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
 class ProgressBar:
-    """One status line on stderr: 'name  42%  1.10/2.60 GB  35.2 MB/s' (a line per 10% when not a terminal)."""
+    """One status line on stderr: 'name  42.0%  1.1 GB / 2.6 GB  35.2 MB/s' (a line per 10% when not a terminal)."""
 
     def __init__(self, label: str, stream=None):
         self.label = label
@@ -81,28 +90,31 @@ class ProgressBar:
         self.started = time.monotonic()
         self.last_draw = 0.0
         self.last_decile = -1
+        self.last_done = None
         self.first = None
 
     def __call__(self, done: int, total: int | None) -> None:
+        if done == self.last_done:
+            return
+        self.last_done = done
         now = time.monotonic()
         if self.first is None:
             self.first = done
+        finished = total is not None and done >= total
         percent = 100.0 * done / total if total else None
         if self.interactive:
-            if now - self.last_draw < 0.2 and done != total:
+            if now - self.last_draw < 0.2 and not finished:
                 return
         else:
-            decile = int(percent // 10) if percent is not None else int(done // (1 << 30))
-            if decile == self.last_decile and done != total:
+            decile = int(percent // 10) if percent is not None else done // 10**9
+            if decile == self.last_decile and not finished:
                 return
             self.last_decile = decile
         self.last_draw = now
-        rate = (done - self.first) / max(now - self.started, 1e-6) / 1e6
-        size = f"{done / 1e9:.2f}/{total / 1e9:.2f} GB" if total else f"{done / 1e9:.2f} GB"
-        text = f"  {self.label}  {percent:5.1f}%  {size}  {rate:.1f} MB/s" if percent is not None else \
-            f"  {self.label}  {size}  {rate:.1f} MB/s"
-        end = "\r" if self.interactive and done != total else "\n"
-        print(text, end=end, file=self.stream, flush=True)
+        rate = human_size((done - self.first) / max(now - self.started, 1e-3)) + "/s"
+        size = f"{human_size(done)} / {human_size(total)}" if total else human_size(done)
+        text = f"  {self.label}  " + (f"{percent:5.1f}%  " if percent is not None else "") + f"{size}  {rate}"
+        print(text, end="\r" if self.interactive and not finished else "\n", file=self.stream, flush=True)
 
 
 def download_file(
@@ -215,8 +227,8 @@ def _check_free_space(part: Path, have: int, total: int | None) -> None:
         return
     free = shutil.disk_usage(part.parent).free
     if total - have > free:
-        raise DownloadError(f"{part.parent} has {free / 1e9:.1f} GB free; {part.name[:-5]} needs "
-                            f"{(total - have) / 1e9:.1f} GB more")
+        raise DownloadError(f"{part.parent} has {human_size(free)} free; {part.name[:-5]} needs "
+                            f"{human_size(total - have)} more")
 
 
 def _stream(response, part: Path, have: int, total: int | None, progress, url: str) -> str:
