@@ -49,7 +49,11 @@ def link_pack(comfyui: Path, pack: Path = REPO_ROOT) -> Path:
     if link.is_symlink() or link.exists():
         raise ComfyUIStartError(f"{link} exists but is not this checkout ({pack}); remove it, or run this command "
                                 f"from that copy of the pack")
-    link.symlink_to(pack, target_is_directory=True)
+    try:
+        link.symlink_to(pack, target_is_directory=True)
+    except OSError as error:  # e.g. Windows without the right to create symlinks
+        raise ComfyUIStartError(f"cannot link {pack} into {custom_nodes} ({error}); clone or copy the pack there "
+                                f"instead") from error
     return link
 
 
