@@ -76,13 +76,17 @@ class WanAnimatePreprocess:
                                      sam2_checkpoint=sam2.path if sam2 else None,
                                      sam2_device=sam2.device if sam2 else "cuda")
         progress = progress_callback(2 * len(video))
-        prepared = prepare_inputs(
-            image_to_u8(character_image, "character_image")[0], video, pose_models.detector,
-            pose_models.pose_model, mode=mode, area=width * height, retarget=retarget, smoothing=smoothing,
-            tpose_character=None if tpose_character is None else image_to_u8(tpose_character, "tpose_character")[0],
-            tpose_driving=None if tpose_driving is None else image_to_u8(tpose_driving, "tpose_driving")[0],
-            mask=mask_settings, progress=lambda done, total: progress(done),
-        )
+        try:
+            prepared = prepare_inputs(
+                image_to_u8(character_image, "character_image")[0], video, pose_models.detector,
+                pose_models.pose_model, mode=mode, area=width * height, retarget=retarget, smoothing=smoothing,
+                tpose_character=None if tpose_character is None else image_to_u8(tpose_character,
+                                                                                  "tpose_character")[0],
+                tpose_driving=None if tpose_driving is None else image_to_u8(tpose_driving, "tpose_driving")[0],
+                mask=mask_settings, progress=lambda done, total: progress(done),
+            )
+        finally:
+            pose_models.release()
         frames, size = len(prepared.pose), prepared.reference.shape[:2]
         background = prepared.background if prepared.background is not None else np.zeros((frames, *size, 3), np.uint8)
         mask = prepared.mask if prepared.mask is not None else np.zeros((frames, *size), np.float32)
@@ -114,8 +118,11 @@ class WanAnimatePoseExtract:
     def extract(self, pose_models: PoseModels, images, smoothing):
         frames = image_to_u8(images, "images")
         progress = progress_callback(2 * len(frames))
-        poses = extract_poses(frames, pose_models.detector, pose_models.pose_model,
-                              progress=lambda done, total: progress(done), source="images")
+        try:
+            poses = extract_poses(frames, pose_models.detector, pose_models.pose_model,
+                                  progress=lambda done, total: progress(done), source="images")
+        finally:
+            pose_models.release()
         if smoothing > 0:
             poses.keypoints = smooth_keypoints(poses.keypoints, smoothing)
         report = f"person followed in {int(poses.person_found.sum())} of {len(poses)} frames"
