@@ -8,6 +8,7 @@ from wan_animate.preprocess.face_crop import crop_faces, detect_face_boxes
 from wan_animate.preprocess.masks import blur_mask, grow_mask
 from wan_animate.preprocess.prepare import MASK_METHODS, MODES, MaskSettings, prepare_inputs
 from wan_animate.preprocess.render import render_animate_poses, render_replace_poses
+from wan_animate.preprocess.resolution import MAX_SIDE
 from wan_animate.preprocess.smoothing import smooth_keypoints
 
 from .comfy_compat import progress_callback, save_previews
@@ -15,7 +16,7 @@ from .convert import image_to_u8, mask_to_tensor, mask_to_u8, u8_to_image
 from .types import POSE_MODELS, POSES, SAM2, PoseModels
 
 CATEGORY = "WanAnimate/preprocess"
-SIZE = {"min": 64, "max": 4096, "step": 16}
+SIZE = {"min": 64, "max": MAX_SIDE, "step": 16}
 
 
 def _with_previews(result: tuple, **kinds: np.ndarray) -> dict:
@@ -30,7 +31,10 @@ def _with_previews(result: tuple, **kinds: np.ndarray) -> dict:
 
 
 class WanAnimatePreprocess:
-    """The official preprocessing in one node: poses, face crops, skeleton video, and for Replacement the mask."""
+    """The official preprocessing in one node: poses, face crops, skeleton video, and for Replacement the mask.
+
+    In Animation mode background_video and mask are 1-frame 1x1 black placeholders (Animation has no background
+    video; full-size zeros would take hundreds of MB per 720p second): Embeds ignores them in animate mode."""
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -87,9 +91,9 @@ class WanAnimatePreprocess:
             )
         finally:
             pose_models.release()
-        frames, size = len(prepared.pose), prepared.reference.shape[:2]
-        background = prepared.background if prepared.background is not None else np.zeros((frames, *size, 3), np.uint8)
-        mask = prepared.mask if prepared.mask is not None else np.zeros((frames, *size), np.float32)
+        background, mask = prepared.background, prepared.mask
+        if mode == "animate":  # unused by Animation: 1-frame 1x1 placeholders, which Embeds ignores in animate mode
+            background, mask = np.zeros((1, 1, 1, 3), np.uint8), np.zeros((1, 1, 1), np.float32)
         result = (u8_to_image(prepared.reference[None]), u8_to_image(prepared.pose), u8_to_image(prepared.face),
                   u8_to_image(background), mask_to_tensor(mask), prepared.driving_poses, "\n".join(prepared.report))
         previews = {"pose": prepared.pose, "face": prepared.face}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
 import shutil
 import sys
 import types
@@ -457,6 +458,27 @@ def test_embeds_of_replacement_checked_again_in_sampler(pack, loaded):
 
 
 # ----- devices and memory -----
+
+def test_animation_preprocess_returns_placeholders_and_warns_when_host_memory_is_short(pack, loaded, monkeypatch,
+                                                                                        caplog):
+    from wan_animate.runtime import host_memory
+
+    monkeypatch.setattr(host_memory, "available_host_bytes", lambda: 1 << 20)
+    with caplog.at_level(logging.WARNING, logger=host_memory.__name__):
+        outputs = run_node(pack, "WanAnimatePreprocess", pose_models=loaded["pose_models"],
+                           character_image=character_image(), driving_video=driving_video(), **PREPROCESS)
+    reference, pose, face, background, mask = outputs[:5]
+    assert tuple(background.shape) == (1, 1, 1, 3) and tuple(mask.shape) == (1, 1, 1)
+    assert float(background.abs().max()) == 0.0 and float(mask.abs().max()) == 0.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"{VIDEO_FRAMES} frames" in warnings[0] and "GiB of host memory" in warnings[0]
+    inputs = dict(loaded["embeds_inputs"], reference=reference, pose_video=pose, face_video=face)
+    record = embeds(pack, loaded, **inputs, background_video=background, mask=mask)  # wired as in the workflows
+    assert record.inputs.background is None and record.inputs.person_mask is None
+    with pytest.raises(ValueError) as error:
+        embeds(pack, loaded, **{**inputs, "mode": "replace"}, background_video=background, mask=mask)
+    assert_mentions(error, "mask is 0 everywhere", "'replace' mode")
+
 
 def test_pose_sessions_are_released_after_each_pass(pack, loaded):
     pose_models = loaded["pose_models"]
