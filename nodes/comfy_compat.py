@@ -23,6 +23,10 @@ try:
 except ImportError:
     folder_paths = None
 
+try:
+    from comfy.cli_args import args as comfy_args
+except ImportError:
+    comfy_args = None
 
 
 def _fallback_models_dir() -> str:
@@ -74,6 +78,17 @@ def progress_callback(total: int) -> Callable[[int, object], None]:
         bar.update_absolute(step, total, preview)
 
     return update
+
+
+def preview_max_side() -> int | None:
+    """Largest side of sampler previews under ComfyUI's preview setting (--preview-method, or the one the frontend
+    sends with the prompt); None when previews are off ("none", ComfyUI's default, or outside ComfyUI)."""
+    if comfy_args is None:
+        return None
+    method = getattr(comfy_args.preview_method, "value", comfy_args.preview_method)
+    if method is None or str(method) == "none":
+        return None
+    return int(getattr(comfy_args, "preview_size", 512))
 
 
 def model_filenames(folder: str) -> list[str]:

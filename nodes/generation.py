@@ -13,7 +13,8 @@ from wan_animate.sampling.schedulers import SCHEDULERS
 
 from .checks import (absent_reason, check_against_model, check_frames, check_sampler_settings, clip_features,
                      conditioning_tokens, describe, fit_reference)
-from .comfy_compat import free_memory, output_path, progress_callback, throw_if_interrupted, torch_device
+from .comfy_compat import (free_memory, output_path, preview_max_side, progress_callback, throw_if_interrupted,
+                           torch_device)
 from .types import EMBEDS, WAN_MODEL, WAN_VAE, Embeds
 
 CATEGORY = "WanAnimate/generation"
@@ -121,7 +122,7 @@ class WanAnimateSampler:
         config = dit.config
         check_against_model(embeds.inputs, config)
         free_memory(module_bytes(dit) + estimate_activation_bytes(tokens, config.dim, config.ffn_dim), device)
-        progress = _progress_bar()
+        progress = _progress_bar(preview_max_side())
         oom_settings = {"offload_blocks": model.options.offload, "weight_storage": model.options.storage,
                         "resolution": f"{width}x{height}", "segment_length": segment_length}
         with explain_oom("sampling", oom_settings), model.activate(device, tokens) as dit:
@@ -130,15 +131,19 @@ class WanAnimateSampler:
         return (video_to_image(video),)
 
 
-def _progress_bar():
-    """A pipeline step callback driving ComfyUI's progress bar with a latent preview."""
+def _progress_bar(preview_side: int | None):
+    """A pipeline step callback driving one ComfyUI progress bar for the whole job, with a latent preview of at most
+    `preview_side` pixels per side after every step (none when `preview_side` is None)."""
     from PIL import Image
 
-    bars: dict[int, object] = {}
+    bar = None
 
     def on_step(step: int, total: int, x0: torch.Tensor) -> None:
-        bar = bars.setdefault(total, progress_callback(total))
-        bar(step, ("JPEG", Image.fromarray(latent_preview(x0)), 512))
+        nonlocal bar
+        if bar is None:
+            bar = progress_callback(total)
+        preview = None if preview_side is None else ("JPEG", Image.fromarray(latent_preview(x0)), preview_side)
+        bar(step, preview)
 
     return on_step
 

@@ -3,18 +3,17 @@ http.server stub standing in for ComfyUI (no websocket there, so the client poll
 from __future__ import annotations
 
 import json
-import threading
-import uuid
-from email.parser import BytesParser
-from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import re
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
 
 import pytest
 
 from comfyui_server import free_port
+from comfyui_stub import StubComfyUI
 from wan_animate import client
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_WORKFLOWS = REPO / "tests" / "workflows_test"
 
 WORKFLOW = {
     "1": {"class_type": "LoadImage", "inputs": {"image": "placeholder.png"}},
@@ -69,12 +68,29 @@ def test_explicit_target_resolves_ambiguity_and_checks_the_node():
     two_images = {**WORKFLOW, "8": {"class_type": "LoadImage", "inputs": {"image": "mask.png"}}}
     patched = client.patch_workflow(two_images, {"image": "c.png"}, explicit={"image": "8"})
     assert (patched["1"]["inputs"]["image"], patched["8"]["inputs"]["image"]) == ("placeholder.png", "c.png")
-    patched = client.patch_workflow(two_images, {"image": "c.png"}, explicit={"image": "3.reference"})
-    assert patched["3"]["inputs"]["reference"] == "c.png"
+    patched = client.patch_workflow(two_images, {"image": "c.png"}, explicit={"image": "4.filename_prefix"})
+    assert patched["4"]["inputs"]["filename_prefix"] == "c.png"
     with pytest.raises(ValueError, match="has no node 99"):
         client.patch_workflow(WORKFLOW, {"image": "c.png"}, explicit={"image": "99"})
     with pytest.raises(ValueError, match="has no node 99"):
         client.patch_workflow(WORKFLOW, {}, assignments=[("99", "seed", 1)])
+
+
+def test_explicit_target_must_be_an_input_the_node_has():
+    with pytest.raises(ValueError, match=r"--image-node 3\.reference: node 3 \[WanAnimateSampler\] has no input "
+                                         r"'reference' \(its inputs: seed, steps, model\)"):
+        client.patch_workflow(WORKFLOW, {"image": "c.png"}, explicit={"image": "3.reference"})
+    with pytest.raises(ValueError, match=r"--video-node 3\.model: .* is a link from node 9, not a file name"):
+        client.patch_workflow(WORKFLOW, {"video": "d.mp4"}, explicit={"video": "3.model"})
+
+
+def test_load_embeddings_file_is_not_a_video_target():
+    """The tiny test workflows hold a Load Embeddings node (input `file`) beside the core LoadVideo."""
+    workflow = json.loads((TEST_WORKFLOWS / "animate_tiny.json").read_text(encoding="utf-8"))
+    assert {n["class_type"] for n in workflow.values()} >= {"WanAnimateLoadEmbeddings", "LoadVideo"}
+    assert client.find_targets(workflow, "video") == [("5", "file")]
+    patched = client.patch_workflow(workflow, {"image": "c.png", "video": "d.mp4"})
+    assert patched["8"]["inputs"]["file"] == workflow["8"]["inputs"]["file"]
 
 
 def test_output_files_keeps_saved_files_and_optionally_previews():
@@ -106,90 +122,6 @@ def test_error_formatting_names_nodes_and_exceptions():
 
 
 # ---- the CLI against a stub ComfyUI ------------------------------------------------------------------------------
-
-class StubComfyUI:
-    """Just enough of ComfyUI's HTTP API: uploads, /prompt (with rejection), /history (with failure), /view."""
-
-    def __init__(self):
-        self.uploads: dict[str, bytes] = {}
-        self.prompts: dict[str, dict] = {}
-        self.files = {"wan_00001_.png": b"\x89PNG fake output"}
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                return
-
-            def _json(self, status, body):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self):
-                url = urlparse(self.path)
-                if url.path == "/system_stats":
-                    return self._json(200, {"system": {}})
-                if url.path.startswith("/history/"):
-                    prompt_id = url.path.rsplit("/", 1)[1]
-                    return self._json(200, stub.history(prompt_id))
-                if url.path == "/view":
-                    name = parse_qs(url.query)["filename"][0]
-                    data = stub.files[name]
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    return self.wfile.write(data)
-                self._json(404, {})
-
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if self.path == "/upload/image":
-                    raw = f"Content-Type: {self.headers['Content-Type']}\r\n\r\n".encode() + body
-                    form = BytesParser(policy=HTTP).parsebytes(raw)
-                    fields = {part.get_param("name", header="content-disposition"): part for part in form.iter_parts()}
-                    upload = fields["image"]
-                    stub.uploads[upload.get_filename()] = upload.get_payload(decode=True)
-                    return self._json(200, {"name": upload.get_filename(), "subfolder": "", "type": "input"})
-                if self.path == "/prompt":
-                    request = json.loads(body)
-                    prompt = request["prompt"]
-                    if any(node["class_type"] == "Reject" for node in prompt.values()):
-                        return self._json(400, {
-                            "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation"},
-                            "node_errors": {"5": {"class_type": "Reject", "errors": [
-                                {"message": "Value not in list", "details": "mode: 'x' not in ['a']"}]}},
-                        })
-                    prompt_id = uuid.uuid4().hex
-                    stub.prompts[prompt_id] = prompt
-                    return self._json(200, {"prompt_id": prompt_id, "number": 1, "node_errors": {}})
-                self._json(404, {})
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def history(self, prompt_id: str) -> dict:
-        prompt = self.prompts[prompt_id]
-        if any(node["class_type"] == "Boom" for node in prompt.values()):
-            error = {"node_id": "6", "node_type": "Boom", "exception_type": "ValueError",
-                     "exception_message": "driving video has 3 frames; at least 5 are needed", "traceback": []}
-            return {prompt_id: {"outputs": {}, "status": {"status_str": "error", "completed": False,
-                                                          "messages": [["execution_error", error]]}}}
-        return {prompt_id: {"outputs": {"4": {"images": [{"filename": "wan_00001_.png", "subfolder": "",
-                                                           "type": "output"}]}},
-                            "status": {"status_str": "success", "completed": True, "messages": []}}}
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 @pytest.fixture
 def stub():
@@ -266,7 +198,8 @@ def test_missing_input_file_is_named(stub, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "path", sorted((Path(__file__).resolve().parent.parent / "workflows" / "api").glob("*.json")), ids=lambda p: p.name
+    "path", sorted([*(REPO / "workflows" / "api").glob("*.json"), *TEST_WORKFLOWS.glob("*.json")]),
+    ids=lambda p: p.name,
 )
 def test_shipped_api_workflows_have_one_image_and_one_video_target(path):
     """`--image`/`--video` work on every shipped API workflow without --image-node/--video-node."""
@@ -276,3 +209,121 @@ def test_shipped_api_workflows_have_one_image_and_one_video_target(path):
     (video_target,) = client.find_targets(workflow, "video")
     assert patched[image_target[0]]["inputs"][image_target[1]] == "char.png"
     assert patched[video_target[0]]["inputs"][video_target[1]] == "drive.mp4"
+
+
+# ---- safety: downloads stay inside --out, nothing is overwritten on either side ----------------------------------
+
+def _run_cli(stub, tmp_path, *extra, workflow=WORKFLOW, out=None):
+    out = out or tmp_path / "out"
+    return client.main(["--server", stub.url, "--workflow", str(_write_workflow(tmp_path, workflow)), "--quiet",
+                        "--out", str(out), *extra])
+
+
+@pytest.mark.parametrize("subfolder, filename", [
+    ("..", "escaped.png"), ("", "../escaped.png"), ("a/../..", "escaped.png"), ("..\\", "escaped.png"),
+    ("ABS", "escaped.png"), ("", "ABS/escaped.png"),
+])
+def test_download_refuses_names_that_leave_out(stub, tmp_path, capsys, subfolder, filename):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    subfolder, filename = (text.replace("ABS", str(outside)) for text in (subfolder, filename))
+    stub.files["escaped.png"] = b"planted"
+    stub.outputs = [{"filename": "wan_00001_.png", "subfolder": "", "type": "output"},
+                    {"filename": filename, "subfolder": subfolder, "type": "output"}]
+    out = tmp_path / "work" / "out"
+    code = _run_cli(stub, tmp_path, out=out)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("error: refusing") and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.rglob("escaped.png")) == []
+    assert not out.exists() or list(out.iterdir()) == []  # refused before the first file was written
+
+
+def test_download_refuses_a_symlink_that_leads_out(stub, tmp_path, capsys):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "videos").symlink_to(outside, target_is_directory=True)
+    stub.outputs = [{"filename": "wan_00001_.png", "subfolder": "videos", "type": "output"}]
+    assert _run_cli(stub, tmp_path, out=out) == 1
+    assert "outside" in capsys.readouterr().err
+    assert list(outside.iterdir()) == []
+
+
+def test_download_keeps_existing_files_unless_overwrite(stub, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "wan_00001_.png").write_bytes(b"the user's file")
+    assert _run_cli(stub, tmp_path, out=out) == 0
+    assert capsys.readouterr().out.splitlines() == [str(out / "wan_00001_ (1).png")]
+    assert (out / "wan_00001_.png").read_bytes() == b"the user's file"
+    assert (out / "wan_00001_ (1).png").read_bytes() == b"\x89PNG fake output"
+    assert _run_cli(stub, tmp_path, out=out) == 0
+    assert capsys.readouterr().out.splitlines() == [str(out / "wan_00001_ (2).png")]
+    assert _run_cli(stub, tmp_path, "--overwrite", out=out) == 0
+    assert capsys.readouterr().out.splitlines() == [str(out / "wan_00001_.png")]
+    assert (out / "wan_00001_.png").read_bytes() == b"\x89PNG fake output"
+    assert sorted(p.name for p in out.iterdir()) == ["wan_00001_ (1).png", "wan_00001_ (2).png", "wan_00001_.png"]
+
+
+def test_upload_never_overwrites_a_server_file(stub, inputs, tmp_path, capsys):
+    stub.uploads["char.png"] = b"someone else's character"
+    code = _run_cli(stub, tmp_path, "--image", str(inputs / "char.png"), "--video", str(inputs / "drive.mp4"))
+    assert code == 0, capsys.readouterr().err
+    assert all("overwrite" not in fields for fields in stub.upload_fields)
+    assert stub.uploads["char.png"] == b"someone else's character"
+    assert stub.uploads["char (1).png"] == b"character image bytes"
+    (prompt,) = stub.prompts.values()
+    assert prompt["1"]["inputs"]["image"] == "char (1).png"  # the name the server returned
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--set", "12seed=1"], "--set expects NODE_ID.INPUT=VALUE"),
+    (["--set", "99.seed=1"], "has no node 99"),
+    (["--image-node", "3.reference"], "has no input 'reference'"),
+    (["--image-node", "77"], "has no node 77"),
+    (["--video", "MISSING"], "video file .*missing.mp4 does not exist"),
+])
+def test_arguments_are_checked_before_anything_is_uploaded(stub, inputs, tmp_path, capsys, extra, message):
+    extra = [str(tmp_path / "missing.mp4") if item == "MISSING" else item for item in extra]
+    code = _run_cli(stub, tmp_path, "--image", str(inputs / "char.png"), *extra)
+    assert code == 1
+    assert re.search(message, capsys.readouterr().err)
+    assert stub.uploads == {} and stub.prompts == {}
+
+
+# ---- robustness: a broken or foreign server gets a message, never a traceback ------------------------------------
+
+@pytest.mark.parametrize("route, answer, message", [
+    ("/system_stats", (200, b"<html>hello</html>"), r"does not look like a ComfyUI server: GET /system_stats"),
+    ("/system_stats", (404, b"not found"), r"answered HTTP 404 .* to GET /system_stats; is .* a ComfyUI server"),
+    ("/system_stats", (200, b'{"ok": true}'), r"does not look like a ComfyUI server: GET /system_stats answered"),
+    ("/upload/image", (500, b"oops"), r"answered HTTP 500 .* to the upload of"),
+    ("/upload/image", (200, b'{"subfolder": ""}'), r"without the stored name"),
+    ("/prompt", (500, b"<html>Internal Server Error</html>"), r"ComfyUI answered HTTP 500 to /prompt"),
+    ("/prompt", (200, b'{"number": 3}'), r"POST /prompt answered .*without a prompt_id"),
+    ("/prompt", (200, b"[]"), r"POST /prompt answered \[\], without a prompt_id"),
+    ("/history", (500, b"boom"), r"answered HTTP 500 .* to GET /history/"),
+    ("/history", (200, b"[1, 2]"), r"GET /history/\w+ answered \[1, 2\], not an object"),
+    ("/history", (200, b"HISTORY_STRING"), r"malformed /history entry"),
+    ("/history", (200, b"HISTORY_OUTPUTS"), r"malformed /history entry: 'outputs' should map"),
+    ("/history", (200, b"HISTORY_MESSAGES"), r"malformed /history entry for \w+: status"),
+])
+def test_broken_or_foreign_servers_are_named_without_a_traceback(stub, inputs, tmp_path, capsys, route, answer,
+                                                                 message):
+    status, body = answer
+    if body.startswith(b"HISTORY_"):  # answers that need the prompt id: patch the stub's history instead
+        kind = body.decode()
+        stub.history = lambda prompt_id: {prompt_id: {
+            "HISTORY_STRING": "done",
+            "HISTORY_OUTPUTS": {"outputs": [1], "status": {"messages": []}},
+            "HISTORY_MESSAGES": {"outputs": {}, "status": {"messages": "none"}},
+        }[kind]}
+    else:
+        stub.broken[route] = (status, body)
+    code = _run_cli(stub, tmp_path, "--image", str(inputs / "char.png"))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "Traceback" not in err and err.startswith("error: ")
+    assert re.search(message, err), err

@@ -12,9 +12,15 @@ Patch rules (which node input receives an uploaded file), in this order:
 - `--image-node ID[.INPUT]` / `--video-node ID[.INPUT]` name the target explicitly;
 - otherwise every node whose class_type and input name appear in IMAGE_TARGETS / VIDEO_TARGETS (core LoadImage.image,
   core LoadVideo.file) or whose class_type starts with "WanAnimate" and has an input named in PACK_IMAGE_INPUTS /
-  PACK_VIDEO_INPUTS holding a file name;
+  PACK_VIDEO_INPUTS holding a file name (Load Embeddings' `file` is an embeddings file, never a video);
 - `--set ID.INPUT=VALUE` runs last and wins (VALUE is read as JSON when it parses, else kept as a string).
-Only this module's standard library and, when installed, `websocket-client` are used; it never imports ComfyUI.
+An explicit target must be an input the node has in the workflow, holding a value (not a link).
+
+Safety: every argument is validated before anything is sent; uploads never overwrite a file on the server (ComfyUI
+stores a different file under a free name such as 'char (1).png', and that returned name is what the workflow gets);
+downloads stay inside --out (names with '..', absolute names and symlinks that lead out are refused) and never
+overwrite a file there unless --overwrite is given: a taken name becomes 'name (1).ext'.
+Only the standard library and, when installed, `websocket-client` are used; it never imports ComfyUI.
 """
 from __future__ import annotations
 
@@ -31,11 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from wan_animate.safe_files import confined_path, place_file
+
 IMAGE_TARGETS = {"LoadImage": "image"}
 VIDEO_TARGETS = {"LoadVideo": "file"}
 PACK_PREFIX = "WanAnimate"
 PACK_IMAGE_INPUTS = ("image", "character_image", "reference_image")
-PACK_VIDEO_INPUTS = ("video", "driving_video", "file")
+PACK_VIDEO_INPUTS = ("video", "driving_video")
 OUTPUT_TYPES = ("output",)
 
 
@@ -45,6 +53,10 @@ class ComfyUIError(RuntimeError):
 
 class ServerUnreachable(ComfyUIError):
     pass
+
+
+class NotComfyUI(ComfyUIError):
+    """The server answered, but not as ComfyUI does."""
 
 
 class PromptRejected(ComfyUIError):
@@ -152,6 +164,7 @@ def patch_workflow(
                         f"--{kind}-node {node_id}: cannot tell which input takes the {kind}; use {node_id}.INPUT"
                     )
                 input_name = matches[0][1]
+            _check_explicit_input(patched, node_id, input_name, kind)
             targets = [(node_id, input_name)]
         else:
             targets = find_targets(patched, kind)
@@ -172,6 +185,16 @@ def patch_workflow(
     return patched
 
 
+def _check_explicit_input(workflow: dict, node_id: str, input_name: str, kind: str) -> None:
+    node = workflow[node_id]
+    inputs = node.get("inputs", {})
+    where = f"--{kind}-node {node_id}.{input_name}: node {node_id} [{node.get('class_type', '?')}]"
+    if input_name not in inputs:
+        raise ValueError(f"{where} has no input {input_name!r} (its inputs: {', '.join(inputs) or 'none'})")
+    if isinstance(inputs[input_name], list):
+        raise ValueError(f"{where} input {input_name!r} is a link from node {inputs[input_name][0]}, not a file name")
+
+
 def _rules_text(kind: str) -> str:
     core = IMAGE_TARGETS if kind == "image" else VIDEO_TARGETS
     pack_inputs = PACK_IMAGE_INPUTS if kind == "image" else PACK_VIDEO_INPUTS
@@ -181,9 +204,12 @@ def _rules_text(kind: str) -> str:
 
 def output_files(history_entry: dict, types: tuple[str, ...] = OUTPUT_TYPES) -> list[dict]:
     """File references ({filename, subfolder, type}) in a /history entry's outputs, in node order."""
+    outputs = history_entry.get("outputs", {})
+    if not isinstance(outputs, dict) or not all(isinstance(v, dict) for v in outputs.values()):
+        raise NotComfyUI(f"malformed /history entry: 'outputs' should map node ids to dicts, found {outputs!r:.200}")
     files = []
-    for node_id in sorted(history_entry.get("outputs", {}), key=lambda n: (len(n), n)):
-        for value in history_entry["outputs"][node_id].values():
+    for node_id in sorted(outputs, key=lambda n: (len(n), n)):
+        for value in outputs[node_id].values():
             if not isinstance(value, list):
                 continue
             for item in value:
@@ -214,34 +240,62 @@ class ComfyClient:
             reason = getattr(error, "reason", error)
             raise ServerUnreachable(f"cannot reach ComfyUI at {self.server} ({url}): {reason}") from error
 
+    def _request_json(self, request: urllib.request.Request | str, what: str):
+        """The JSON answer to a request; HTTP errors and non-JSON answers become ComfyUIError naming `what`."""
+        try:
+            with self._open(request) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as error:
+            raise ComfyUIError(f"{self.server} answered HTTP {error.code} ({error.reason}) to {what}") from error
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise NotComfyUI(
+                f"{self.server} does not look like a ComfyUI server: {what} answered {raw[:80]!r}, not JSON"
+            ) from error
+
     def get_json(self, route: str):
-        with self._open(self.server + route) as response:
-            return json.loads(response.read())
+        return self._request_json(self.server + route, f"GET {route}")
+
+    def check_server(self) -> dict:
+        """GET /system_stats, refusing servers that answer it differently from ComfyUI; returns its answer."""
+        try:
+            stats = self.get_json("/system_stats")
+        except (ServerUnreachable, NotComfyUI):
+            raise
+        except ComfyUIError as error:  # an HTTP error status
+            raise NotComfyUI(f"{error}; is {self.server} a ComfyUI server?") from error
+        if not isinstance(stats, dict) or not isinstance(stats.get("system"), dict):
+            raise NotComfyUI(f"{self.server} does not look like a ComfyUI server: GET /system_stats answered "
+                             f"{json.dumps(stats)[:120]}")
+        return stats
 
     def upload(self, path: Path, kind: str = "input") -> str:
-        """Upload a file (image or video) into ComfyUI's input folder; returns the name ComfyUI stored it under."""
+        """Upload a file (image or video) into ComfyUI's input folder; returns the name ComfyUI stored it under.
+
+        Never overwrites: ComfyUI keeps an identical file's name and gives a different file a free one.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{kind} file {path} does not exist")
         boundary = uuid.uuid4().hex
         mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        quoted_name = path.name.replace("\\", "\\\\").replace('"', '\\"')
         parts = [
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{path.name}"\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{quoted_name}"\r\n'
             f"Content-Type: {mime}\r\n\r\n".encode() + path.read_bytes() + b"\r\n",
             f'--{boundary}\r\nContent-Disposition: form-data; name="type"\r\n\r\ninput\r\n'.encode(),
-            f'--{boundary}\r\nContent-Disposition: form-data; name="overwrite"\r\n\r\ntrue\r\n'.encode(),
             f"--{boundary}--\r\n".encode(),
         ]
         request = urllib.request.Request(
             self.server + "/upload/image", data=b"".join(parts),
             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
         )
-        try:
-            with self._open(request) as response:
-                stored = json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            raise ComfyUIError(f"ComfyUI refused the upload of {path} (HTTP {error.code})") from error
-        return f"{stored['subfolder']}/{stored['name']}" if stored.get("subfolder") else stored["name"]
+        stored = self._request_json(request, f"the upload of {path}")
+        if not isinstance(stored, dict) or not isinstance(stored.get("name"), str) or not stored["name"]:
+            raise NotComfyUI(f"the upload of {path} answered {json.dumps(stored)[:120]}, without the stored name")
+        subfolder = stored.get("subfolder") or ""
+        return f"{subfolder}/{stored['name']}" if subfolder else stored["name"]
 
     def queue(self, workflow: dict) -> str:
         """POST /prompt; returns the prompt id, raising PromptRejected with ComfyUI's node errors."""
@@ -251,18 +305,36 @@ class ComfyClient:
         )
         try:
             with self._open(request) as response:
-                answer = json.loads(response.read())
+                raw = response.read()
         except urllib.error.HTTPError as error:
             try:
                 answer = json.loads(error.read())
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 raise ComfyUIError(f"ComfyUI answered HTTP {error.code} to /prompt") from error
-            raise PromptRejected(answer.get("error", "prompt rejected"), answer.get("node_errors", {})) from error
-        return answer["prompt_id"]
+            if not isinstance(answer, dict):
+                raise ComfyUIError(f"ComfyUI answered HTTP {error.code} to /prompt: {json.dumps(answer)[:200]}") \
+                    from error
+            node_errors = answer.get("node_errors")
+            raise PromptRejected(answer.get("error", "prompt rejected"),
+                                 node_errors if isinstance(node_errors, dict) else {}) from error
+        try:
+            answer = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise NotComfyUI(f"POST /prompt answered {raw[:80]!r}, not JSON; is {self.server} ComfyUI?") from error
+        prompt_id = answer.get("prompt_id") if isinstance(answer, dict) else None
+        if not isinstance(prompt_id, str) or not prompt_id:
+            raise NotComfyUI(f"POST /prompt answered {json.dumps(answer)[:200]}, without a prompt_id")
+        return prompt_id
 
     def history(self, prompt_id: str) -> dict | None:
         """The /history entry of a prompt, or None while it has not finished."""
-        return self.get_json(f"/history/{urllib.parse.quote(prompt_id)}").get(prompt_id)
+        answer = self.get_json(f"/history/{urllib.parse.quote(prompt_id)}")
+        if not isinstance(answer, dict):
+            raise NotComfyUI(f"GET /history/{prompt_id} answered {json.dumps(answer)[:200]}, not an object")
+        entry = answer.get(prompt_id)
+        if entry is not None and not isinstance(entry, dict):
+            raise NotComfyUI(f"malformed /history entry for {prompt_id}: {json.dumps(entry)[:200]}")
+        return entry
 
     def run_prompt(
         self, workflow: dict, timeout: float = 3600.0, on_event: Callable[[str, dict], None] | None = None
@@ -301,8 +373,12 @@ class ComfyClient:
                 raise ComfyUIError(f"prompt {prompt_id} did not finish within {timeout:.0f} s")
             time.sleep(0.5)
             entry = self.history(prompt_id)
-        status = entry.get("status", {})
-        for event, data in status.get("messages", []):
+        status = entry.get("status") or {}
+        messages = status.get("messages", []) if isinstance(status, dict) else None
+        if not isinstance(messages, list) or not all(isinstance(m, list) and len(m) == 2 for m in messages):
+            raise NotComfyUI(f"malformed /history entry for {prompt_id}: status {json.dumps(status)[:200]}")
+        for event, data in messages:
+            data = data if isinstance(data, dict) else {}
             if event == "execution_error":
                 raise ExecutionFailed(data)
             if event == "execution_interrupted":
@@ -342,7 +418,12 @@ class ComfyClient:
                 return
             if not isinstance(raw, str):
                 continue  # binary latent previews
-            message = json.loads(raw)
+            try:
+                message = json.loads(raw)
+            except json.JSONDecodeError:
+                continue  # not a ComfyUI status message; the outcome is read from /history
+            if not isinstance(message, dict) or not isinstance(message.get("data") or {}, dict):
+                continue
             event, data = message.get("type"), message.get("data") or {}
             if data.get("prompt_id") not in (None, prompt_id):
                 continue
@@ -352,17 +433,27 @@ class ComfyClient:
             if finished or event in ("execution_success", "execution_error", "execution_interrupted"):
                 return
 
-    def download(self, file_ref: dict, out_dir: Path) -> Path:
-        """Fetch one output file through /view into out_dir (keeping its subfolder)."""
-        query = urllib.parse.urlencode(
-            {"filename": file_ref["filename"], "subfolder": file_ref.get("subfolder", ""),
-             "type": file_ref.get("type", "output")}
-        )
-        target = Path(out_dir) / file_ref.get("subfolder", "") / file_ref["filename"]
+    def download(self, file_ref: dict, out_dir: Path, overwrite: bool = False) -> Path:
+        """Fetch one output file through /view into out_dir, keeping its subfolder; returns where it was written.
+
+        The server's subfolder/filename must stay inside out_dir (UnsafePath otherwise). An existing file is kept
+        unless `overwrite`: the download then takes the next free 'name (N).ext'.
+        """
+        subfolder, filename = file_ref.get("subfolder") or "", file_ref.get("filename")
+        target = confined_path(Path(out_dir), subfolder, filename)
+        query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder,
+                                        "type": file_ref.get("type", "output")})
         target.parent.mkdir(parents=True, exist_ok=True)
-        with self._open(f"{self.server}/view?{query}") as response:
-            target.write_bytes(response.read())
-        return target
+        temporary = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            with self._open(f"{self.server}/view?{query}") as response, open(temporary, "xb") as file:
+                while chunk := response.read(1 << 20):
+                    file.write(chunk)
+            return place_file(temporary, target, overwrite)
+        except urllib.error.HTTPError as error:
+            raise ComfyUIError(f"{self.server} answered HTTP {error.code} to the download of {filename}") from error
+        finally:
+            temporary.unlink(missing_ok=True)
 
 
 def print_progress(event: str, data: dict) -> None:
@@ -375,24 +466,58 @@ def print_progress(event: str, data: dict) -> None:
         print(f"  node {data.get('node')}: {data.get('value')}/{data.get('max')}", file=sys.stderr, flush=True)
 
 
+def load_api_workflow(path: Path) -> dict:
+    """An API-format workflow file (node id -> {class_type, inputs}), with errors that name the file."""
+    try:
+        workflow = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read the workflow {path}: {error}") from error
+    if not isinstance(workflow, dict) or not all(
+        isinstance(n, dict) and "class_type" in n and isinstance(n.get("inputs", {}), dict) for n in workflow.values()
+    ):
+        raise ValueError(f"{path} is not an API-format workflow (node id -> {{class_type, inputs}})")
+    return workflow
+
+
+def check_input_file(path: str | Path, kind: str) -> Path:
+    """The path of an existing regular file given as --image/--video."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind} file {path} does not exist" if not path.exists()
+                                else f"{kind} file {path} is not a regular file")
+    return path
+
+
 def run(args: argparse.Namespace) -> list[Path]:
-    """Upload, patch, queue, wait, download; returns the downloaded files."""
-    workflow = json.loads(Path(args.workflow).read_text(encoding="utf-8"))
-    if not isinstance(workflow, dict) or not all(isinstance(n, dict) and "class_type" in n for n in workflow.values()):
-        raise ValueError(f"{args.workflow} is not an API-format workflow (node id -> {{class_type, inputs}})")
+    """Validate, upload, patch, queue, wait, download; returns the downloaded files.
+
+    Everything that can be checked locally (workflow, --set, input files, patch targets, --out) is checked before the
+    first request that changes anything on the server.
+    """
+    workflow = load_api_workflow(Path(args.workflow))
     assignments = [parse_assignment(text) for text in args.set]
-    client = ComfyClient(args.server, timeout=args.http_timeout)
-    client.get_json("/system_stats")
-    uploads = {}
-    if args.image:
-        uploads["image"] = client.upload(Path(args.image), "image")
-    if args.video:
-        uploads["video"] = client.upload(Path(args.video), "video")
+    files = {kind: check_input_file(value, kind) for kind, value in (("image", args.image), ("video", args.video))
+             if value}
     explicit = {k: v for k, v in (("image", args.image_node), ("video", args.video_node)) if v}
+    patch_workflow(workflow, {kind: path.name for kind, path in files.items()}, explicit, assignments)
+    out_dir = Path(args.out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir} is a file, not a folder")
+    client = ComfyClient(args.server, timeout=args.http_timeout)
+    client.check_server()
+    uploads = {kind: client.upload(path, kind) for kind, path in files.items()}
     patched = patch_workflow(workflow, uploads, explicit, assignments)
     _, entry = client.run_prompt(patched, timeout=args.timeout, on_event=None if args.quiet else print_progress)
-    types = OUTPUT_TYPES + (("temp",) if args.include_previews else ())
-    return [client.download(ref, Path(args.out)) for ref in output_files(entry, types)]
+    return download_outputs(client, entry, out_dir, args.include_previews, args.overwrite)
+
+
+def download_outputs(client: ComfyClient, entry: dict, out_dir: Path, include_previews: bool = False,
+                     overwrite: bool = False) -> list[Path]:
+    """Download a finished prompt's files into out_dir; every name is checked before the first file is written."""
+    refs = output_files(entry, OUTPUT_TYPES + (("temp",) if include_previews else ()))
+    for ref in refs:
+        confined_path(out_dir, ref.get("subfolder") or "", ref.get("filename"))
+    return [client.download(ref, out_dir, overwrite) for ref in refs]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -406,6 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--set", action="append", default=[], metavar="ID.INPUT=VALUE",
                         help="override one node input (VALUE parsed as JSON when possible); repeatable")
     parser.add_argument("--out", default="out", help="folder for the downloaded outputs")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace files of the same name in --out (default: keep them, save as 'name (1).ext')")
     parser.add_argument("--timeout", type=float, default=6 * 3600.0, help="seconds to wait for the run")
     parser.add_argument("--http-timeout", type=float, default=60.0, help="seconds for each HTTP request")
     parser.add_argument("--include-previews", action="store_true", help="also download temp (preview) images")
@@ -417,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         files = run(args)
-    except (ComfyUIError, ValueError, FileNotFoundError) as error:
+    except (ComfyUIError, ValueError, OSError) as error:  # UnsafePath is a ValueError
         print(f"error: {error}", file=sys.stderr)
         return 1
     for path in files:
