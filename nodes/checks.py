@@ -26,7 +26,7 @@ def describe(value) -> str:
     return "nothing" if value is None else f"a {type(value).__name__}"
 
 
-FINITE_INPUT_TYPES = ("FLOAT", "IMAGE", "MASK", "CONDITIONING", "CLIP_VISION_OUTPUT")
+FINITE_INPUT_TYPES = ("FLOAT", "IMAGE", "MASK", "CONDITIONING", "CLIP_VISION_OUTPUT", "AUDIO")
 FINITE_CHECK_CHUNK = 1 << 24  # elements tested at a time: the boolean map of a long 720p video stays small
 
 
@@ -42,9 +42,13 @@ def all_finite(tensor: torch.Tensor) -> bool:
 
 def _checked_tensors(kind: str, value) -> list[torch.Tensor]:
     """The tensors of an input that the pack reads: IMAGE / MASK themselves, the embeddings of every CONDITIONING
-    entry, a CLIP_VISION_OUTPUT's penultimate features. Values of another shape are left to the inputs' own checks."""
+    entry, a CLIP_VISION_OUTPUT's penultimate features, an AUDIO's waveform. Values of another shape are left to the
+    inputs' own checks."""
     if kind in ("IMAGE", "MASK"):
         return [value] if isinstance(value, torch.Tensor) else []
+    if kind == "AUDIO":
+        waveform = value.get("waveform") if isinstance(value, dict) else None
+        return [waveform] if isinstance(waveform, torch.Tensor) else []
     if kind == "CONDITIONING":
         entries = value if isinstance(value, (list, tuple)) else []
         return [e[0] for e in entries if isinstance(e, (list, tuple)) and e and isinstance(e[0], torch.Tensor)]

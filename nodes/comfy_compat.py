@@ -6,6 +6,8 @@ from typing import Callable
 
 import torch
 
+from wan_animate.runtime.devices import check_supported_device
+
 try:
     import comfy.model_management as model_management
 except ImportError:
@@ -33,9 +35,10 @@ def _fallback_models_dir() -> str:
 
 
 def torch_device() -> torch.device:
-    """The device ComfyUI computes on, or CUDA when available, else the CPU."""
+    """The device ComfyUI computes on, or CUDA when available, else the CPU; other kinds of device (mps, xpu) are
+    refused with a clear error (wan_animate.runtime.devices.check_supported_device)."""
     if model_management is not None:
-        return model_management.get_torch_device()
+        return check_supported_device(model_management.get_torch_device())
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

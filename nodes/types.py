@@ -20,6 +20,11 @@ class PoseModels:
     detector: PersonDetector
     pose_model: WholeBodyPoseModel
 
+    def release(self) -> None:
+        """End both ONNX sessions after a pass (their CUDA arenas would otherwise stay allocated while sampling)."""
+        self.detector.release()
+        self.pose_model.release()
+
 
 @dataclass(frozen=True)
 class Sam2Checkpoint:

@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from wan_animate.preprocess.masks import blur_mask
 
 NON_FINITE = (math.nan, math.inf, -math.inf)
-TENSOR_TYPES = ("IMAGE", "MASK", "CONDITIONING", "CLIP_VISION_OUTPUT")
+TENSOR_TYPES = ("IMAGE", "MASK", "CONDITIONING", "CLIP_VISION_OUTPUT", "AUDIO")
 
 
 def node_inputs(pack, kinds: tuple[str, ...]) -> list[tuple[str, str, str]]:
@@ -44,11 +44,15 @@ def poisoned(kind: str, value: float):
         tensor = torch.zeros(1, 7, 4096)
     elif kind == "CLIP_VISION_OUTPUT":
         tensor = torch.zeros(1, 257, 1280)
+    elif kind == "AUDIO":
+        tensor = torch.zeros(1, 2, 4800)
     tensor.view(-1)[tensor.numel() // 2] = value  # one bad element in the middle
     if kind == "CONDITIONING":
         return [[tensor, {}]]
     if kind == "CLIP_VISION_OUTPUT":
         return type("Output", (), {"penultimate_hidden_states": tensor})()
+    if kind == "AUDIO":
+        return {"waveform": tensor, "sample_rate": 48000}
     return tensor
 
 
