@@ -161,9 +161,24 @@ def input_directory() -> str:
     return os.environ.get("WAN_ANIMATE_INPUT_DIR", os.path.join(os.getcwd(), "input"))
 
 
-def output_path(relative: str) -> str:
-    """`relative` inside ComfyUI's output folder (./output outside ComfyUI); absolute paths are kept."""
-    if os.path.isabs(relative):
-        return relative
-    root = folder_paths.get_output_directory() if folder_paths is not None else os.path.join(os.getcwd(), "output")
-    return os.path.join(root, relative)
+def output_directory() -> str:
+    """ComfyUI's output folder, or ./output outside ComfyUI."""
+    if folder_paths is not None:
+        return folder_paths.get_output_directory()
+    return os.path.join(os.getcwd(), "output")
+
+
+def output_path(relative: str, input_name: str) -> str:
+    """The real path of `relative` inside ComfyUI's output folder (symlinks resolved).
+
+    Raises ValueError naming `input_name` when the path leaves the output folder (`..`, an absolute path elsewhere,
+    a symlink pointing out of it).
+    """
+    root = os.path.realpath(output_directory())
+    resolved = os.path.realpath(os.path.join(root, relative))
+    if os.path.commonpath([root, resolved]) != root:
+        raise ValueError(
+            f"{input_name} is {relative!r}, which resolves to {resolved!r} outside ComfyUI's output folder "
+            f"{root!r}; give a folder name inside the output folder, for example 'wan_resume'"
+        )
+    return resolved

@@ -6,6 +6,7 @@ import torch
 from wan_animate.loading.model_handle import DiTHandle
 from wan_animate.pipeline.conditioning import MODES
 from wan_animate.pipeline.generate import AnimateInputs, GenerationSettings, generate, video_to_image
+from wan_animate.pipeline.resume import models_identity, module_fingerprint
 from wan_animate.runtime.memory import estimate_activation_bytes, module_bytes, token_count
 from wan_animate.runtime.oom import explain_oom
 from wan_animate.sampling.preview import latent_preview
@@ -109,19 +110,20 @@ class WanAnimateSampler:
     def sample(self, model: DiTHandle, vae, embeds: Embeds, steps, shift, scheduler, seed, cfg, segment_length,
                guide_frames, face_cfg=1.0, colour_correction=False, resume_dir=""):
         check_sampler_settings(embeds.inputs, cfg, segment_length, int(guide_frames), embeds.absent_negative)
+        resume_folder = output_path(resume_dir, "resume_dir") if resume_dir else None
         settings = GenerationSettings(
             mode=embeds.mode, clip_len=segment_length, refert_num=int(guide_frames), solver=scheduler, steps=steps,
             shift=shift, guide_scale=cfg, face_guide_scale=face_cfg, seed=seed,
-            colour_correction=colour_correction, resume_dir=output_path(resume_dir) if resume_dir else None,
+            colour_correction=colour_correction, resume_dir=resume_folder,
+            models=_models_identity(model, vae) if resume_folder else "",
         )
         settings.validate()
         device = torch_device()
         height, width = embeds.inputs.reference.shape[:2]
         tokens = token_count(segment_length, height, width)
-        dit = model.model()
-        config = dit.config
+        config = model.model().config
         check_against_model(embeds.inputs, config)
-        free_memory(module_bytes(dit) + estimate_activation_bytes(tokens, config.dim, config.ffn_dim), device)
+        free_memory(module_bytes(model.model()) + estimate_activation_bytes(tokens, config.dim, config.ffn_dim), device)
         progress = _progress_bar(preview_max_side())
         oom_settings = {"offload_blocks": model.options.offload, "weight_storage": model.options.storage,
                         "resolution": f"{width}x{height}", "segment_length": segment_length}
@@ -129,6 +131,14 @@ class WanAnimateSampler:
             video = generate(dit, vae, embeds.inputs, settings, callback=progress, interrupt=throw_if_interrupted,
                              device=device)
         return (video_to_image(video),)
+
+
+def _models_identity(model: DiTHandle, vae) -> str:
+    """What the resume key needs to know of the models: the DiT file, storage and LoRA stack, and the VAE's weights
+    (a sampled fingerprint: the loader keeps no file name), dtype and coding options."""
+    vae_identity = {"weights": module_fingerprint(vae.vae), "tiled": vae.tiled, "tile": vae.tile,
+                    "overlap": vae.overlap}
+    return models_identity(model.identity(), vae_identity)
 
 
 def _progress_bar(preview_side: int | None):
