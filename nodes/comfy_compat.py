@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 
 from wan_animate.runtime.devices import check_supported_device
+from wan_animate.runtime.pinned import PinningPolicy
 
 try:
     import comfy.model_management as model_management
@@ -53,6 +54,20 @@ def free_memory(required_bytes: int, device: torch.device) -> None:
     """Ask ComfyUI to unload its models until `required_bytes` are free on `device`."""
     if model_management is not None and device.type != "cpu":
         model_management.free_memory(required_bytes, device)
+
+
+def pinning_policy() -> PinningPolicy:
+    """ComfyUI's pinned-memory setting: off with --disable-pinned-memory (or on GPUs it does not pin for), else
+    what is left of its budget (MAX_PINNED_MEMORY minus what ComfyUI pinned itself). Outside ComfyUI: no limit."""
+    if model_management is None:
+        return PinningPolicy()
+    limit = getattr(model_management, "MAX_PINNED_MEMORY", None)
+    if limit is None:  # a ComfyUI without a pinned-memory budget
+        return PinningPolicy()
+    if limit <= 0:
+        return PinningPolicy(enabled=False)
+    used = getattr(model_management, "TOTAL_PINNED_MEMORY", 0)
+    return PinningPolicy(budget_bytes=max(0, int(limit - used)))
 
 
 def soft_empty_cache() -> None:

@@ -103,10 +103,13 @@ class WanAnimateVAELoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "vae_name": (checkpoint_filenames("vae"), {"tooltip": "models/vae/wan_2.1_vae.safetensors"}),
-            "dtype": (list(DTYPES), {"default": "bf16"}),
+            "dtype": (list(DTYPES), {"default": "fp32", "tooltip": "fp32 as the official code (every conditioning "
+                                                               "latent and the chain between segments go through "
+                                                               "the VAE); bf16 halves its memory"}),
         }, "optional": {
-            "tiled": ("BOOLEAN", {"default": False, "tooltip": "code in overlapping spatial tiles: 720p decodes in "
-                                                             "about 4 GiB instead of 11 (slower)"}),
+            "tiled": ("BOOLEAN", {"default": False, "tooltip": "code in overlapping spatial tiles: a 720p fp32 decode "
+                                                             "needs about 7 GiB instead of 22 (slower); the sampler "
+                                                             "tiles by itself when untiled would not fit"}),
             "tile": ("INT", {"default": 64, "min": 16, "max": 256, "step": 8, "tooltip": "tile side in latent cells "
                                                                                          "(8 px each)"}),
             "overlap": ("INT", {"default": 8, "min": 0, "max": 64, "tooltip": "tile overlap in latent cells"}),

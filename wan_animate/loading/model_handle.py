@@ -23,8 +23,11 @@ from ..model.dit import WanAnimateDiT
 from ..runtime.attention import attention_backend
 from ..runtime.compile import compile_blocks, is_compiled, uncompile_blocks
 from ..runtime.devices import free_memory_bytes, release_cached_memory
-from ..runtime.memory import block_bytes, estimate_activation_bytes, module_bytes, resolve_offload_count
-from ..runtime.offload import enable_block_offload
+from ..runtime.memory import (MemoryPlanError, block_bytes, estimate_activation_bytes, module_bytes,
+                              resolve_offload_count, vram_need)
+from ..runtime.offload import BlockOffloader, enable_block_offload
+from ..runtime.oom import explain_oom
+from ..runtime.pinned import PinningPolicy
 from ..pipeline.resume import file_identity
 from .dit import _expand_shard, load_dit
 from .lora import LoRA, load_lora
@@ -128,40 +131,101 @@ class DiTHandle:
         release_cached_memory()
 
     @contextmanager
-    def activate(self, device: torch.device | str, tokens: int) -> Iterator[WanAnimateDiT]:
-        """The model with its LoRAs, ready to run `tokens`-token forwards on `device`; parked in host memory after."""
+    def activate(
+        self,
+        device: torch.device | str,
+        tokens: int,
+        workspace_bytes: int = 0,
+        pinning: PinningPolicy | None = None,
+    ) -> Iterator[WanAnimateDiT]:
+        """The model with its LoRAs, ready to run `tokens`-token forwards on `device`; parked in host memory after.
+
+        `workspace_bytes`: peak VRAM of other work done while the model is placed (the VAE coding between
+        segments); the offload plan reserves the larger of it and the DiT's activations. `pinning`: how offloaded
+        blocks may use page-locked host memory (ComfyUI's switch and budget; default: pin without a limit).
+        If placing fails (out of GPU or host memory), everything placed so far is moved back before the error
+        propagates, so device memory is back where it was and the next run starts clean.
+        """
         self.sync_loras()
         model = self.model()
         device = torch.device(device)
-        offloader = None
-        if device.type == "cuda":
-            offloader = self._place_on_gpu(model, device, tokens)
-        if self.options.compile and not is_compiled(model.blocks[0]):
-            compile_blocks(model.blocks, device=device)
+        offloader = self._place(model, device, tokens, workspace_bytes, pinning)
         try:
             with attention_backend(self.options.attention):
                 yield model
         finally:
-            if offloader is not None:
-                offloader.remove()
-            if device.type == "cuda":
-                model.to("cpu")
-                release_cached_memory()
-            if not self.options.compile and is_compiled(model.blocks[0]):
-                uncompile_blocks(model.blocks)
+            self._park(model, device, offloader)
 
-    def _place_on_gpu(self, model: WanAnimateDiT, device: torch.device, tokens: int):
-        config = model.config
+    def fits(self, device: torch.device | str, tokens: int, workspace_bytes: int = 0) -> bool:
+        """Whether the model, placed as the options say, leaves room for `tokens`-token forwards and
+        `workspace_bytes` of other work in the free memory of CUDA `device`."""
+        device = torch.device(device)
+        model = self.model()
         sizes = block_bytes(model.blocks)
-        count = resolve_offload_count(
+        try:
+            count = self._offload_count(model, device, tokens, workspace_bytes)
+        except MemoryPlanError:
+            return False
+        need = vram_need(sizes, count, self._reserve_bytes(model, tokens, workspace_bytes),
+                         module_bytes(model) - sum(sizes), self.options.prefetch)
+        return need.total <= free_memory_bytes(device)
+
+    def _place(
+        self, model: WanAnimateDiT, device: torch.device, tokens: int, workspace_bytes: int,
+        pinning: PinningPolicy | None,
+    ) -> BlockOffloader | None:
+        offloader = None
+        settings = {"offload_blocks": self.options.offload, "weight_storage": self.options.storage, "tokens": tokens}
+        try:
+            with explain_oom("placing the model on the GPU", settings, free=_nothing, device=device):
+                if device.type == "cuda":
+                    count = self._offload_count(model, device, tokens, workspace_bytes)
+                    if count == 0:
+                        model.to(device)
+                    else:
+                        offloader = enable_block_offload(model, device, count, self.options.prefetch,
+                                                         pinning=pinning)
+                if self.options.compile and not is_compiled(model.blocks[0]):
+                    compile_blocks(model.blocks, device=device)
+        except BaseException as error:
+            self._park(model, device, offloader)
+            if isinstance(error, RuntimeError) and _HOST_OOM in str(error):
+                raise RuntimeError(
+                    f"Out of host memory while preparing {self.options.offload} offloaded transformer blocks "
+                    f"({error}). Offload fewer blocks (offload_blocks), store the weights in fp8 (weight_storage), "
+                    "or close other programs.") from error
+            raise
+        return offloader
+
+    def _park(self, model: WanAnimateDiT, device: torch.device, offloader: BlockOffloader | None) -> None:
+        """Undo `_place`: hooks removed, host buffers unpinned, every tensor back in host memory, cache emptied."""
+        if offloader is not None:
+            offloader.remove()
+        if device.type == "cuda":
+            model.to("cpu")
+            release_cached_memory()
+        if not self.options.compile and is_compiled(model.blocks[0]):
+            uncompile_blocks(model.blocks)
+
+    def _reserve_bytes(self, model: WanAnimateDiT, tokens: int, workspace_bytes: int) -> int:
+        """VRAM kept free for work besides the weights: the DiT's activations or `workspace_bytes`, the larger."""
+        config = model.config
+        return max(estimate_activation_bytes(tokens, config.dim, config.ffn_dim, self.options.dtype), workspace_bytes)
+
+    def _offload_count(self, model: WanAnimateDiT, device: torch.device, tokens: int, workspace_bytes: int) -> int:
+        sizes = block_bytes(model.blocks)
+        return resolve_offload_count(
             self.options.offload,
             sizes,
             free_bytes=free_memory_bytes(device),
-            activation_bytes=estimate_activation_bytes(tokens, config.dim, config.ffn_dim, self.options.dtype),
+            activation_bytes=self._reserve_bytes(model, tokens, workspace_bytes),
             other_bytes=module_bytes(model) - sum(sizes),
             prefetch=self.options.prefetch,
         )
-        if count == 0:
-            model.to(device)
-            return None
-        return enable_block_offload(model, device, count, self.options.prefetch)
+
+
+_HOST_OOM = "can't allocate memory"  # the message of PyTorch's CPU allocator when host memory runs out
+
+
+def _nothing() -> None:
+    """`explain_oom`'s free step when the caller frees memory itself (after moving the model back)."""
