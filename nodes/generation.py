@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from wan_animate.distributed.engine import workers_for
 from wan_animate.loading.model_handle import DiTHandle
 from wan_animate.pipeline.conditioning import MODES
 from wan_animate.pipeline.generate import AnimateInputs, GenerationSettings, generate, video_to_image
@@ -114,14 +115,21 @@ class WanAnimateSampler:
         device = torch_device()
         height, width = embeds.inputs.reference.shape[:2]
         tokens = token_count(segment_length, height, width)
-        dit = model.model()
-        config = dit.config
+        if model.options.gpus > 1:
+            workers = workers_for(model, device)
+            config, weight_bytes = workers.config, workers.model_bytes
+            session = workers.session(model.loras, tokens, device)
+            tokens = -(-tokens // model.options.gpus)  # per GPU
+        else:
+            dit = model.model()
+            config, weight_bytes = dit.config, module_bytes(dit)
+            session = model.activate(device, tokens)
         check_against_model(embeds.inputs, config)
-        free_memory(module_bytes(dit) + estimate_activation_bytes(tokens, config.dim, config.ffn_dim), device)
+        free_memory(weight_bytes + estimate_activation_bytes(tokens, config.dim, config.ffn_dim), device)
         progress = _progress_bar()
         oom_settings = {"offload_blocks": model.options.offload, "weight_storage": model.options.storage,
                         "resolution": f"{width}x{height}", "segment_length": segment_length}
-        with explain_oom("sampling", oom_settings), model.activate(device, tokens) as dit:
+        with explain_oom("sampling", oom_settings), session as dit:
             video = generate(dit, vae, embeds.inputs, settings, callback=progress, interrupt=throw_if_interrupted,
                              device=device)
         return (video_to_image(video),)
