@@ -46,6 +46,8 @@ def run_worker(
     try:
         if device.type == "cuda":
             torch.cuda.set_device(device)
+        else:  # CPU workers share the cores instead of each taking them all
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(devices)))
         dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=len(devices))
         base = DiTHandle(path, options)
         model = base.model()
