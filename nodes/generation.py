@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import torch
 
+from wan_animate.distributed.engine import workers_for
 from wan_animate.loading.model_handle import DiTHandle
 from wan_animate.pipeline.conditioning import MODES
 from wan_animate.pipeline.generate import AnimateInputs, GenerationSettings, generate, video_to_image
@@ -127,17 +128,25 @@ class WanAnimateSampler:
         device = torch_device()
         height, width = embeds.inputs.reference.shape[:2]
         tokens = token_count(segment_length, height, width)
-        config = model.model().config
-        check_against_model(embeds.inputs, config)
         workspace = vae.workspace_bytes(segment_length, height, width)
+        if model.options.gpus > 1:
+            workers = workers_for(model, device)
+            config, weight_bytes = workers.config, workers.model_bytes
+            session = workers.session(model.loras, tokens, device)
+            tokens = -(-tokens // model.options.gpus)  # per GPU
+        else:
+            config = model.model().config
+            weight_bytes = module_bytes(model.model())
+            if device.type == "cuda":
+                vae, workspace = _vae_that_fits(model, vae, device, tokens, (segment_length, height, width))
+            session = model.activate(device, tokens, workspace, pinning_policy())
+        check_against_model(embeds.inputs, config)
         activations = estimate_activation_bytes(tokens, config.dim, config.ffn_dim)
-        free_memory(module_bytes(model.model()) + max(activations, workspace), device)
-        if device.type == "cuda":
-            vae, workspace = _vae_that_fits(model, vae, device, tokens, (segment_length, height, width))
+        free_memory(weight_bytes + max(activations, workspace), device)
         progress = _progress_bar(preview_max_side())
         oom_settings = {"offload_blocks": model.options.offload, "weight_storage": model.options.storage,
                         "resolution": f"{width}x{height}", "segment_length": segment_length}
-        with explain_oom("sampling", oom_settings), model.activate(device, tokens, workspace, pinning_policy()) as dit:
+        with explain_oom("sampling", oom_settings), session as dit:
             video = generate(dit, vae, embeds.inputs, settings, callback=progress, interrupt=throw_if_interrupted,
                              device=device)
         return (video_to_image(video),)

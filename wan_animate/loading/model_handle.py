@@ -40,7 +40,11 @@ STORAGE = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn}
 
 @dataclass(frozen=True)
 class DiTOptions:
-    """How the DiT is stored and run. offload: "auto" or the number of blocks streamed from host memory."""
+    """How the DiT is stored and run. offload: "auto" or the number of blocks streamed from host memory (per GPU).
+
+    gpus > 1: sampling runs in that many worker processes, one per GPU, splitting each step's tokens between them
+    (wan_animate.distributed).
+    """
 
     dtype: torch.dtype = torch.bfloat16
     storage: str = "default"
@@ -48,10 +52,13 @@ class DiTOptions:
     offload: int | str = 0
     prefetch: int = 1
     compile: bool = False
+    gpus: int = 1
 
     def __post_init__(self) -> None:
         if self.storage not in STORAGE:
             raise ValueError(f"weight storage is {self.storage!r}; expected one of {sorted(STORAGE)}")
+        if self.gpus < 1:
+            raise ValueError(f"gpus is {self.gpus}; expected 1 or more")
 
 
 @dataclass
