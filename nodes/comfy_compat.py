@@ -6,6 +6,8 @@ from typing import Callable
 
 import torch
 
+from wan_animate.runtime.devices import check_supported_device
+
 try:
     import comfy.model_management as model_management
 except ImportError:
@@ -21,6 +23,10 @@ try:
 except ImportError:
     folder_paths = None
 
+try:
+    from comfy.cli_args import args as comfy_args
+except ImportError:
+    comfy_args = None
 
 
 def _fallback_models_dir() -> str:
@@ -29,9 +35,10 @@ def _fallback_models_dir() -> str:
 
 
 def torch_device() -> torch.device:
-    """The device ComfyUI computes on, or CUDA when available, else the CPU."""
+    """The device ComfyUI computes on, or CUDA when available, else the CPU; other kinds of device (mps, xpu) are
+    refused with a clear error (wan_animate.runtime.devices.check_supported_device)."""
     if model_management is not None:
-        return model_management.get_torch_device()
+        return check_supported_device(model_management.get_torch_device())
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -71,6 +78,17 @@ def progress_callback(total: int) -> Callable[[int, object], None]:
         bar.update_absolute(step, total, preview)
 
     return update
+
+
+def preview_max_side() -> int | None:
+    """Largest side of sampler previews under ComfyUI's preview setting (--preview-method, or the one the frontend
+    sends with the prompt); None when previews are off ("none", ComfyUI's default, or outside ComfyUI)."""
+    if comfy_args is None:
+        return None
+    method = getattr(comfy_args.preview_method, "value", comfy_args.preview_method)
+    if method is None or str(method) == "none":
+        return None
+    return int(getattr(comfy_args, "preview_size", 512))
 
 
 def model_filenames(folder: str) -> list[str]:
@@ -143,9 +161,24 @@ def input_directory() -> str:
     return os.environ.get("WAN_ANIMATE_INPUT_DIR", os.path.join(os.getcwd(), "input"))
 
 
-def output_path(relative: str) -> str:
-    """`relative` inside ComfyUI's output folder (./output outside ComfyUI); absolute paths are kept."""
-    if os.path.isabs(relative):
-        return relative
-    root = folder_paths.get_output_directory() if folder_paths is not None else os.path.join(os.getcwd(), "output")
-    return os.path.join(root, relative)
+def output_directory() -> str:
+    """ComfyUI's output folder, or ./output outside ComfyUI."""
+    if folder_paths is not None:
+        return folder_paths.get_output_directory()
+    return os.path.join(os.getcwd(), "output")
+
+
+def output_path(relative: str, input_name: str) -> str:
+    """The real path of `relative` inside ComfyUI's output folder (symlinks resolved).
+
+    Raises ValueError naming `input_name` when the path leaves the output folder (`..`, an absolute path elsewhere,
+    a symlink pointing out of it).
+    """
+    root = os.path.realpath(output_directory())
+    resolved = os.path.realpath(os.path.join(root, relative))
+    if os.path.commonpath([root, resolved]) != root:
+        raise ValueError(
+            f"{input_name} is {relative!r}, which resolves to {resolved!r} outside ComfyUI's output folder "
+            f"{root!r}; give a folder name inside the output folder, for example 'wan_resume'"
+        )
+    return resolved

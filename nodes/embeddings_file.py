@@ -7,6 +7,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from .checks import absent_conditioning, all_finite
 from .comfy_compat import input_directory
 
 CATEGORY = "WanAnimate/conditioning"
@@ -26,7 +27,10 @@ class ClipVisionFeatures:
 
 class WanAnimateLoadEmbeddings:
     """Read `context` [L, 4096], optional `context_null` [L', 4096] and `clip_fea` [1, 257, 1280] from a
-    .safetensors file in ComfyUI's input folder (saved once from the encoders, reused for every job)."""
+    .safetensors file in ComfyUI's input folder (saved once from the encoders, reused for every job).
+
+    Without `context_null` the negative output is a placeholder the pack's nodes know as absent: zeros for other
+    nodes, an error naming the file at a Wan Animate Sampler with cfg > 1."""
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -55,9 +59,15 @@ class WanAnimateLoadEmbeddings:
             if name in tensors and tensors[name].ndim != rank:
                 raise ValueError(f"file '{file}': {name} has shape {tuple(tensors[name].shape)}; expected "
                                  f"{EXPECTED_SHAPES[name]}")
-        context_null = tensors.get("context_null", torch.zeros_like(tensors["context"]))
+        for name in EXPECTED_RANKS:
+            if name in tensors and not all_finite(tensors[name]):
+                raise ValueError(f"file '{file}': {name} holds NaN or infinite values; save the embeddings again "
+                                 "from the encoders")
         positive = [[tensors["context"][None].float(), {}]]
-        negative = [[context_null[None].float(), {}]]
+        if "context_null" in tensors:
+            negative = [[tensors["context_null"][None].float(), {}]]
+        else:  # zeros for other nodes; the Sampler refuses cfg > 1 with it, naming the file
+            negative = absent_conditioning(positive[0][0], f"file '{file}' (Load Embeddings) has no context_null")
         return (positive, negative, ClipVisionFeatures(tensors["clip_fea"].float()))
 
 

@@ -6,14 +6,16 @@ import torch
 from wan_animate.loading.model_handle import DiTHandle
 from wan_animate.pipeline.conditioning import MODES
 from wan_animate.pipeline.generate import AnimateInputs, GenerationSettings, generate, video_to_image
+from wan_animate.pipeline.resume import models_identity, module_fingerprint
 from wan_animate.runtime.memory import estimate_activation_bytes, module_bytes, token_count
 from wan_animate.runtime.oom import explain_oom
 from wan_animate.sampling.preview import latent_preview
 from wan_animate.sampling.schedulers import SCHEDULERS
 
-from .checks import (check_against_model, check_frames, check_sampler_settings, clip_features, conditioning_tokens,
-                     describe, fit_reference)
-from .comfy_compat import free_memory, output_path, progress_callback, throw_if_interrupted, torch_device
+from .checks import (absent_reason, check_against_model, check_frames, check_sampler_settings, clip_features,
+                     conditioning_tokens, describe, fit_reference)
+from .comfy_compat import (free_memory, output_path, preview_max_side, progress_callback, throw_if_interrupted,
+                           torch_device)
 from .types import EMBEDS, WAN_MODEL, WAN_VAE, Embeds
 
 CATEGORY = "WanAnimate/generation"
@@ -52,6 +54,9 @@ class WanAnimateEmbeds:
             raise ValueError("Replacement mode needs background_video and mask (from Wan Animate Preprocess); "
                              f"found background_video: {describe(background_video)}, mask: {describe(mask)}")
         check_frames(mode, pose_video, face_video, background_video, mask)
+        absent_negative = None if negative is None else absent_reason(negative)
+        if absent_negative:
+            negative = None
         inputs = AnimateInputs(
             reference=fit_reference(reference, *pose_video.shape[1:3]),
             pose=pose_video[..., :3],
@@ -62,7 +67,7 @@ class WanAnimateEmbeds:
             background=None if mode == "animate" else background_video[..., :3],
             person_mask=None if mode == "animate" else mask,
         )
-        return (Embeds(mode, inputs),)
+        return (Embeds(mode, inputs, absent_negative),)
 
 
 class WanAnimateSampler:
@@ -104,21 +109,22 @@ class WanAnimateSampler:
 
     def sample(self, model: DiTHandle, vae, embeds: Embeds, steps, shift, scheduler, seed, cfg, segment_length,
                guide_frames, face_cfg=1.0, colour_correction=False, resume_dir=""):
-        check_sampler_settings(embeds.inputs, cfg, segment_length, int(guide_frames))
+        check_sampler_settings(embeds.inputs, cfg, segment_length, int(guide_frames), embeds.absent_negative)
+        resume_folder = output_path(resume_dir, "resume_dir") if resume_dir else None
         settings = GenerationSettings(
             mode=embeds.mode, clip_len=segment_length, refert_num=int(guide_frames), solver=scheduler, steps=steps,
             shift=shift, guide_scale=cfg, face_guide_scale=face_cfg, seed=seed,
-            colour_correction=colour_correction, resume_dir=output_path(resume_dir) if resume_dir else None,
+            colour_correction=colour_correction, resume_dir=resume_folder,
+            models=_models_identity(model, vae) if resume_folder else "",
         )
         settings.validate()
         device = torch_device()
         height, width = embeds.inputs.reference.shape[:2]
         tokens = token_count(segment_length, height, width)
-        dit = model.model()
-        config = dit.config
+        config = model.model().config
         check_against_model(embeds.inputs, config)
-        free_memory(module_bytes(dit) + estimate_activation_bytes(tokens, config.dim, config.ffn_dim), device)
-        progress = _progress_bar()
+        free_memory(module_bytes(model.model()) + estimate_activation_bytes(tokens, config.dim, config.ffn_dim), device)
+        progress = _progress_bar(preview_max_side())
         oom_settings = {"offload_blocks": model.options.offload, "weight_storage": model.options.storage,
                         "resolution": f"{width}x{height}", "segment_length": segment_length}
         with explain_oom("sampling", oom_settings), model.activate(device, tokens) as dit:
@@ -127,15 +133,27 @@ class WanAnimateSampler:
         return (video_to_image(video),)
 
 
-def _progress_bar():
-    """A pipeline step callback driving ComfyUI's progress bar with a latent preview."""
+def _models_identity(model: DiTHandle, vae) -> str:
+    """What the resume key needs to know of the models: the DiT file, storage and LoRA stack, and the VAE's weights
+    (a sampled fingerprint: the loader keeps no file name), dtype and coding options."""
+    vae_identity = {"weights": module_fingerprint(vae.vae), "tiled": vae.tiled, "tile": vae.tile,
+                    "overlap": vae.overlap}
+    return models_identity(model.identity(), vae_identity)
+
+
+def _progress_bar(preview_side: int | None):
+    """A pipeline step callback driving one ComfyUI progress bar for the whole job, with a latent preview of at most
+    `preview_side` pixels per side after every step (none when `preview_side` is None)."""
     from PIL import Image
 
-    bars: dict[int, object] = {}
+    bar = None
 
     def on_step(step: int, total: int, x0: torch.Tensor) -> None:
-        bar = bars.setdefault(total, progress_callback(total))
-        bar(step, ("JPEG", Image.fromarray(latent_preview(x0)), 512))
+        nonlocal bar
+        if bar is None:
+            bar = progress_callback(total)
+        preview = None if preview_side is None else ("JPEG", Image.fromarray(latent_preview(x0)), preview_side)
+        bar(step, preview)
 
     return on_step
 

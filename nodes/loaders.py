@@ -9,7 +9,7 @@ from safetensors import SafetensorError
 
 from wan_animate.loading.keys import LORA, reject_other_kind
 from wan_animate.loading.model_handle import STORAGE, DiTHandle, DiTOptions
-from wan_animate.loading.state_dict import checkpoint_key_names
+from wan_animate.loading.state_dict import CHECKPOINT_SUFFIXES, checkpoint_key_names
 from wan_animate.loading.vae import load_vae
 from wan_animate.model.vae_coding import VAECoder
 from wan_animate.preprocess.detector import PersonDetector
@@ -25,6 +25,12 @@ register_model_folder("detection", {".onnx"})
 register_model_folder("sam2", {".pt", ".pth", ".safetensors"})
 
 
+def checkpoint_filenames(folder: str) -> list[str]:
+    """The files of a model folder that the pack's loaders read (safetensors / .sft and torch files): ComfyUI also
+    lists .pt2 / .pkl files, which no loader here can open."""
+    return [name for name in model_filenames(folder) if name.lower().endswith(CHECKPOINT_SUFFIXES)]
+
+
 class WanAnimateModelLoader:
     """Load a Wan2.2-Animate-14B diffusion model (official shards, Comfy repackaged, bf16/fp16/fp8/scaled fp8)."""
 
@@ -32,7 +38,7 @@ class WanAnimateModelLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model_name": (model_filenames("diffusion_models"), {
+                "model_name": (checkpoint_filenames("diffusion_models"), {
                     "tooltip": "models/diffusion_models/: e.g. wan2.2_animate_14B_bf16.safetensors or "
                                "Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors"}),
                 "compute_dtype": (list(DTYPES), {"default": "bf16", "tooltip": "dtype the model computes in"}),
@@ -96,7 +102,7 @@ class WanAnimateVAELoader:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "vae_name": (model_filenames("vae"), {"tooltip": "models/vae/wan_2.1_vae.safetensors"}),
+            "vae_name": (checkpoint_filenames("vae"), {"tooltip": "models/vae/wan_2.1_vae.safetensors"}),
             "dtype": (list(DTYPES), {"default": "bf16"}),
         }, "optional": {
             "tiled": ("BOOLEAN", {"default": False, "tooltip": "code in overlapping spatial tiles: 720p decodes in "
@@ -124,7 +130,7 @@ class WanAnimateLoraLoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "model": (WAN_MODEL,),
-            "lora_name": (model_filenames("loras"), {
+            "lora_name": (checkpoint_filenames("loras"), {
                 "tooltip": "models/loras/: WanAnimate_relight_lora_fp16.safetensors, relighting_lora.ckpt, "
                            "lightx2v step-distill LoRAs, ..."}),
             "strength": ("FLOAT", {"default": 1.0, "min": -4.0, "max": 4.0, "step": 0.05}),

@@ -3,19 +3,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from wan_animate.preprocess.audio import trim_waveform
 from wan_animate.preprocess.extract import extract_poses
 from wan_animate.preprocess.face_crop import crop_faces, detect_face_boxes
 from wan_animate.preprocess.masks import blur_mask, grow_mask
 from wan_animate.preprocess.prepare import MASK_METHODS, MODES, MaskSettings, prepare_inputs
 from wan_animate.preprocess.render import render_animate_poses, render_replace_poses
+from wan_animate.preprocess.resolution import MAX_SIDE
 from wan_animate.preprocess.smoothing import smooth_keypoints
+from wan_animate.preprocess.video import driving_frames_for_fps
 
 from .comfy_compat import progress_callback, save_previews
 from .convert import image_to_u8, mask_to_tensor, mask_to_u8, u8_to_image
 from .types import POSE_MODELS, POSES, SAM2, PoseModels
 
 CATEGORY = "WanAnimate/preprocess"
-SIZE = {"min": 64, "max": 4096, "step": 16}
+SIZE = {"min": 64, "max": MAX_SIDE, "step": 16}
 
 
 def _with_previews(result: tuple, **kinds: np.ndarray) -> dict:
@@ -30,7 +33,10 @@ def _with_previews(result: tuple, **kinds: np.ndarray) -> dict:
 
 
 class WanAnimatePreprocess:
-    """The official preprocessing in one node: poses, face crops, skeleton video, and for Replacement the mask."""
+    """The official preprocessing in one node: poses, face crops, skeleton video, and for Replacement the mask.
+
+    In Animation mode background_video and mask are 1-frame 1x1 black placeholders (Animation has no background
+    video; full-size zeros would take hundreds of MB per 720p second): Embeds ignores them in animate mode."""
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -60,34 +66,56 @@ class WanAnimatePreprocess:
                 "tpose_character": ("IMAGE", {"tooltip": "the character edited into a T-pose (optional retargeting "
                                                          "bone lengths)"}),
                 "tpose_driving": ("IMAGE", {"tooltip": "the driving video's first frame edited into a T-pose"}),
+                "fps": ("FLOAT", {"default": 30.0, "min": -1.0, "max": 120.0, "step": 1.0,
+                                  "tooltip": "frame rate to generate at: the driving video is resampled to it by "
+                                             "timestamp (official: 30); -1 keeps the video's rate"}),
+                "video_fps": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1000.0, "step": 0.001,
+                                        "tooltip": "the driving video's frame rate (connect GetVideoComponents' fps); "
+                                                   "0 = unknown: the frames are used as they are"}),
+                "audio": ("AUDIO", {"tooltip": "the driving video's sound; comes out cut to the generated frames"}),
             },
         }
 
-    RETURN_TYPES = ("IMAGE", "IMAGE", "IMAGE", "IMAGE", "MASK", POSES, "STRING")
-    RETURN_NAMES = ("reference", "pose_video", "face_video", "background_video", "mask", "poses", "report")
+    RETURN_TYPES = ("IMAGE", "IMAGE", "IMAGE", "IMAGE", "MASK", POSES, "STRING", "FLOAT", "AUDIO")
+    RETURN_NAMES = ("reference", "pose_video", "face_video", "background_video", "mask", "poses", "report", "fps",
+                    "audio")
     FUNCTION = "preprocess"
     CATEGORY = CATEGORY
 
     def preprocess(self, pose_models: PoseModels, character_image, driving_video, mode, width, height, retarget,
                    smoothing, mask_method, mask_grow, mask_blur, sam2=None, tpose_character=None,
-                   tpose_driving=None):
+                   tpose_driving=None, fps=30.0, video_fps=0.0, audio=None):
+        source_frames = len(driving_video)
+        indices, fps = driving_frames_for_fps(source_frames, video_fps, fps)
+        if indices != list(range(len(driving_video))):
+            driving_video = driving_video[indices]  # [F', H, W, C], frames picked by timestamp
         video = image_to_u8(driving_video, "driving_video")
         mask_settings = MaskSettings(method=mask_method, grow=mask_grow, blur=mask_blur,
                                      sam2_checkpoint=sam2.path if sam2 else None,
                                      sam2_device=sam2.device if sam2 else "cuda")
         progress = progress_callback(2 * len(video))
-        prepared = prepare_inputs(
-            image_to_u8(character_image, "character_image")[0], video, pose_models.detector,
-            pose_models.pose_model, mode=mode, area=width * height, retarget=retarget, smoothing=smoothing,
-            tpose_character=None if tpose_character is None else image_to_u8(tpose_character, "tpose_character")[0],
-            tpose_driving=None if tpose_driving is None else image_to_u8(tpose_driving, "tpose_driving")[0],
-            mask=mask_settings, progress=lambda done, total: progress(done),
-        )
-        frames, size = len(prepared.pose), prepared.reference.shape[:2]
-        background = prepared.background if prepared.background is not None else np.zeros((frames, *size, 3), np.uint8)
-        mask = prepared.mask if prepared.mask is not None else np.zeros((frames, *size), np.float32)
+        try:
+            prepared = prepare_inputs(
+                image_to_u8(character_image, "character_image")[0], video, pose_models.detector,
+                pose_models.pose_model, mode=mode, area=width * height, retarget=retarget, smoothing=smoothing,
+                tpose_character=None if tpose_character is None else image_to_u8(tpose_character,
+                                                                                  "tpose_character")[0],
+                tpose_driving=None if tpose_driving is None else image_to_u8(tpose_driving, "tpose_driving")[0],
+                mask=mask_settings, progress=lambda done, total: progress(done),
+            )
+        finally:
+            pose_models.release()
+        frames = len(prepared.pose)
+        background, mask = prepared.background, prepared.mask
+        if mode == "animate":  # unused by Animation: 1-frame 1x1 placeholders, which Embeds ignores in animate mode
+            background, mask = np.zeros((1, 1, 1, 3), np.uint8), np.zeros((1, 1, 1), np.float32)
+        if audio is not None:
+            audio = {**audio, "waveform": trim_waveform(audio["waveform"], audio["sample_rate"], frames, fps)}
+        rate = (f"driving video: {source_frames} frames at {video_fps:g} fps -> {frames} frames at {fps:g} fps"
+                if video_fps else f"driving video: {frames} frames, taken as {fps:g} fps (video_fps unknown)")
         result = (u8_to_image(prepared.reference[None]), u8_to_image(prepared.pose), u8_to_image(prepared.face),
-                  u8_to_image(background), mask_to_tensor(mask), prepared.driving_poses, "\n".join(prepared.report))
+                  u8_to_image(background), mask_to_tensor(mask), prepared.driving_poses,
+                  "\n".join([rate, *prepared.report]), fps, audio)
         previews = {"pose": prepared.pose, "face": prepared.face}
         if prepared.mask is not None:
             previews["mask"] = mask_to_u8(prepared.mask)
@@ -114,8 +142,11 @@ class WanAnimatePoseExtract:
     def extract(self, pose_models: PoseModels, images, smoothing):
         frames = image_to_u8(images, "images")
         progress = progress_callback(2 * len(frames))
-        poses = extract_poses(frames, pose_models.detector, pose_models.pose_model,
-                              progress=lambda done, total: progress(done), source="images")
+        try:
+            poses = extract_poses(frames, pose_models.detector, pose_models.pose_model,
+                                  progress=lambda done, total: progress(done), source="images")
+        finally:
+            pose_models.release()
         if smoothing > 0:
             poses.keypoints = smooth_keypoints(poses.keypoints, smoothing)
         report = f"person followed in {int(poses.person_found.sum())} of {len(poses)} frames"

@@ -20,6 +20,11 @@ class PoseModels:
     detector: PersonDetector
     pose_model: WholeBodyPoseModel
 
+    def release(self) -> None:
+        """End both ONNX sessions after a pass (their CUDA arenas would otherwise stay allocated while sampling)."""
+        self.detector.release()
+        self.pose_model.release()
+
 
 @dataclass(frozen=True)
 class Sam2Checkpoint:
@@ -29,7 +34,9 @@ class Sam2Checkpoint:
 
 @dataclass(frozen=True)
 class Embeds:
-    """Everything the sampler needs besides the models: the job's inputs and its mode."""
+    """Everything the sampler needs besides the models: the job's inputs and its mode; `absent_negative` says why
+    the connected negative holds no prompt (an embeddings file without context_null), None otherwise."""
 
     mode: str
     inputs: AnimateInputs
+    absent_negative: str | None = None

@@ -20,6 +20,7 @@ class CoreStandIns:
     def __init__(self, input_dir: Path, output_dir: Path):
         self.input_dir, self.output_dir = Path(input_dir), Path(output_dir)
         self.saved: list[Path] = []
+        self.saved_videos: list[dict] = []  # CreateVideo's record of each saved video: images, fps, audio
 
     def LoadImage(self, image, upload=None):
         picture = np.array(Image.open(self.input_dir / image).convert("RGB"))
@@ -37,12 +38,13 @@ class CoreStandIns:
         return torch.from_numpy(np.stack(frames)).float() / 255.0, None, fps
 
     def CreateVideo(self, images, fps, audio=None):
-        return {"images": images, "fps": Fraction(fps)}
+        return {"images": images, "fps": Fraction(fps), "audio": audio}
 
     def SaveVideo(self, video, filename_prefix, format="auto", codec="auto"):
         path = self.output_dir / f"{Path(filename_prefix).name}.npy"
         np.save(path, video["images"].numpy())
         self.saved.append(path)
+        self.saved_videos.append(video)
         return ()
 
     def PreviewImage(self, images):

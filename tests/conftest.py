@@ -12,6 +12,27 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PACK_MODULE = "wan_animate_pack"
 
 
+class _RepositoryRootIsNoPackage:
+    """Collect the repository root as a plain folder, not as a Python package.
+
+    pytest 8+ imports the `__init__.py` of every package above a test file. Ours is ComfyUI's entry point and
+    needs a package name; a checkout folder such as `comfyui-wan-animate` is no valid one, so that import fails
+    (and in a folder with a valid name it would import the pack under that folder's name). The tests load the
+    pack the way ComfyUI does (`load_pack`) instead.
+    """
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collect_directory(self, path: Path, parent):
+        if path == REPO_ROOT:
+            return pytest.Dir.from_parent(parent, path=path)
+        return None
+
+
+def pytest_configure(config) -> None:
+    # Registered as a plugin, not as a conftest hook: conftest hooks only see paths below tests/.
+    config.pluginmanager.register(_RepositoryRootIsNoPackage(), "wan-animate-repository-root")
+
+
 def golden_root() -> Path:
     """`$WAN_ANIMATE_GOLDEN`, else `../shared/golden` beside the repository."""
     return Path(os.environ.get("WAN_ANIMATE_GOLDEN", REPO_ROOT.parent / "shared" / "golden"))
@@ -23,6 +44,13 @@ def golden_section(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"golden set {path} is absent (set WAN_ANIMATE_GOLDEN)")
     return path
+
+
+def absent_golden_param(path: Path, arguments: int = 1) -> list:
+    """The parameter list of a test parametrized over a golden folder's contents when that folder is absent: one
+    skipped case that names the folder (pytest's reason for an empty list, "got empty parameter set", names none)."""
+    reason = f"golden set {path} is absent (set WAN_ANIMATE_GOLDEN)"
+    return [pytest.param(*([None] * arguments), marks=pytest.mark.skip(reason=reason), id="absent")]
 
 
 def load_pack():

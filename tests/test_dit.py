@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.helpers_dit import build_tiny_dit, face_frames_for, run_dit, tiny_config, tiny_inputs
+from helpers_dit import build_tiny_dit, face_frames_for, run_dit, tiny_config, tiny_inputs
 from wan_animate.model.dit import WanAnimateConfig, WanAnimateDiT
 from wan_animate.model.face_adapter import FaceBlock
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import assert_close_golden, golden_section
+from conftest import assert_close_golden, golden_section
 from wan_animate.loading.dit import infer_config, load_dit
 
 REL = 1e-4

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers_dit import build_tiny_dit, run_dit, tiny_config, tiny_inputs
+from helpers_dit import build_tiny_dit, run_dit, tiny_config, tiny_inputs
 from wan_animate.loading.dit import infer_config, load_dit
 from wan_animate.runtime.fp8 import FP8Linear, dequantize, quantize
 
@@ -287,3 +287,37 @@ def test_a_vae_file_is_sent_to_the_vae_loader(tmp_path):
     state = {"encoder.downsamples.0.residual.0.gamma": torch.ones(4, 1, 1, 1), "conv1.weight": torch.zeros(2, 2)}
     with pytest.raises(ValueError, match="a Wan VAE, not a Wan-Animate diffusion model"):
         load_dit(_save(state, tmp_path))
+
+
+def _weight_layers(model) -> list[str]:
+    """Every weight of a Linear or convolution of the model (Conv1d/2d/3d, the motion encoder's Equal* layers)."""
+    return [f"{name}.weight" for name, m in model.named_modules()
+            if isinstance(getattr(m, "weight", None), torch.nn.Parameter) and m.weight.ndim >= 2
+            and not name.endswith("direction")]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_every_layer_in_scaled_fp8_runs_the_face_path(model, inputs, tmp_path, dtype):
+    state = _state(model)
+    names = _weight_layers(model)
+    assert any(n.startswith("face_encoder.") for n in names) and any(n.startswith("motion_encoder.") for n in names)
+    assert any(n.startswith("face_adapter.") for n in names) and "face_encoder.out_proj.weight" in names
+    quantised = {k: quantize(state[k]) for k in names}
+    for key, (w8, scale) in quantised.items():
+        state[key] = w8
+        state[f"{key[: -len('.weight')]}.scale_weight"] = scale.reshape(1)
+        state[f"{key[: -len('.weight')]}.scale_input"] = torch.ones(1)
+    state["scaled_fp8"] = torch.zeros(2, dtype=FP8)
+    path = str(tmp_path / "dit_all_fp8_scaled.safetensors")
+    save_file({"model.diffusion_model." + k: v for k, v in state.items()}, path)
+    loaded = load_dit(path, dtype=dtype)
+    assert isinstance(loaded.face_encoder.out_proj, FP8Linear) and loaded.face_encoder.out_proj.weight.dtype == FP8
+    with torch.no_grad():
+        motion_vec = loaded.encode_face(inputs["face_pixels"])
+    assert motion_vec.dtype == dtype and torch.isfinite(motion_vec).all()
+    out = run_dit(loaded, inputs)
+    reference = run_dit(_fp8_reference(model, quantised).to(dtype), inputs)
+    if dtype == torch.float32:
+        assert torch.equal(out, reference)
+    else:
+        torch.testing.assert_close(out, reference, rtol=0.05, atol=0.05 * reference.abs().max().item())

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import assert_close_golden, golden_root, golden_section
+from conftest import absent_golden_param, assert_close_golden, golden_root, golden_section
 from wan_animate.loading.dit import load_dit
 from wan_animate.loading.lora import apply_loras, load_lora, remove_loras
 from wan_animate.runtime.fp8 import FP8Linear, linear_weight
@@ -27,7 +27,7 @@ def _variants() -> list[tuple[str, str | None]]:
     the case uses (comfy.safetensors for official.ckpt)."""
     meta = _meta()
     if not meta:
-        return [("absent", None)]
+        return absent_golden_param(golden_root() / "lora" / "meta.json", arguments=2)
     variants = []
     for case, loras in meta["cases"].items():
         variants.append((case, None))

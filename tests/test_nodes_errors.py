@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import logging
 import shutil
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO_ROOT
+from conftest import PACK_MODULE, REPO_ROOT
 from onnx_fixtures import export_pose_model
 from safetensors.torch import load_file, save_file
 from tiny_models import CHARACTER_SIZE, FILES, VIDEO_FRAMES, VIDEO_SIZE, figure_frame, write_tiny_models
@@ -67,6 +69,8 @@ def write_wrong_files(models: Path, inputs: Path) -> None:
     (models / "sam2" / "sam2_hiera_large.pt").write_bytes(b"not read before the package check")
     save_file({"context": torch.zeros(1, 7, 24), "clip_fea": torch.zeros(1, 257, 20)},
               str(inputs / "batched_context.safetensors"))
+    tiny_embeds = load_file(str(inputs / FILES["embeds"]))
+    save_file({k: v for k, v in tiny_embeds.items() if k != "context_null"}, str(inputs / "no_negative.safetensors"))
     (inputs / "garbage.safetensors").write_bytes(b"not a safetensors file")
 
 
@@ -259,6 +263,9 @@ class CountingDetector:
         self.frames += len(frames)
         return self.detector.detect(frames)
 
+    def release(self):
+        self.detector.release()
+
 
 def counting(pose_models):
     return dataclasses.replace(pose_models, detector=CountingDetector(pose_models.detector))
@@ -419,6 +426,16 @@ def test_cfg_without_negative(pack, loaded):
     assert_mentions(error, "cfg", "2.0", "negative")
 
 
+def test_cfg_with_the_negative_of_an_embeddings_file_without_one(pack, loaded):
+    positive, negative, clip = run_node(pack, "WanAnimateLoadEmbeddings", file="no_negative.safetensors")
+    assert float(negative[0][0].abs().max()) == 0.0  # other nodes still get zeros
+    record = embeds(pack, loaded, positive=positive, negative=negative, clip_vision_output=clip)
+    assert record.inputs.context_null is None
+    with pytest.raises(ValueError) as error:
+        sample(pack, loaded, record, cfg=2.0)
+    assert_mentions(error, "cfg is 2.0", "negative", "'no_negative.safetensors'", "context_null", "set cfg to 1")
+
+
 @pytest.mark.parametrize("length", [8, 10, 3])
 def test_segment_length_not_4k_plus_1(pack, loaded, length):
     with pytest.raises(ValueError) as error:
@@ -438,6 +455,54 @@ def test_embeds_of_replacement_checked_again_in_sampler(pack, loaded):
     with pytest.raises(ValueError) as error:
         sample(pack, loaded, record)
     assert_mentions(error, "mask", f"{VIDEO_FRAMES - 1}", f"{VIDEO_FRAMES}")
+
+
+# ----- devices and memory -----
+
+def test_animation_preprocess_returns_placeholders_and_warns_when_host_memory_is_short(pack, loaded, monkeypatch,
+                                                                                        caplog):
+    from wan_animate.runtime import host_memory
+
+    monkeypatch.setattr(host_memory, "available_host_bytes", lambda: 1 << 20)
+    with caplog.at_level(logging.WARNING, logger=host_memory.__name__):
+        outputs = run_node(pack, "WanAnimatePreprocess", pose_models=loaded["pose_models"],
+                           character_image=character_image(), driving_video=driving_video(), **PREPROCESS)
+    reference, pose, face, background, mask = outputs[:5]
+    assert tuple(background.shape) == (1, 1, 1, 3) and tuple(mask.shape) == (1, 1, 1)
+    assert float(background.abs().max()) == 0.0 and float(mask.abs().max()) == 0.0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"{VIDEO_FRAMES} frames" in warnings[0] and "GiB of host memory" in warnings[0]
+    inputs = dict(loaded["embeds_inputs"], reference=reference, pose_video=pose, face_video=face)
+    record = embeds(pack, loaded, **inputs, background_video=background, mask=mask)  # wired as in the workflows
+    assert record.inputs.background is None and record.inputs.person_mask is None
+    with pytest.raises(ValueError) as error:
+        embeds(pack, loaded, **{**inputs, "mode": "replace"}, background_video=background, mask=mask)
+    assert_mentions(error, "mask is 0 everywhere", "'replace' mode")
+
+
+def test_pose_sessions_are_released_after_each_pass(pack, loaded):
+    pose_models = loaded["pose_models"]
+    poses, _ = run_node(pack, "WanAnimatePoseExtract", pose_models=pose_models, images=driving_video(), smoothing=0.0)
+    assert len(poses) == VIDEO_FRAMES
+    assert pose_models.detector.model.session is None and pose_models.pose_model.model.session is None
+
+
+@pytest.mark.parametrize("device", ["mps", "xpu"])
+def test_devices_other_than_cuda_and_cpu_are_refused(pack, root, monkeypatch, device):
+    compat = sys.modules[f"{PACK_MODULE}.nodes.comfy_compat"]
+    monkeypatch.setattr(compat, "model_management", types.SimpleNamespace(get_torch_device=lambda: torch.device(device)))
+    with pytest.raises(RuntimeError) as error:
+        run_node(pack, "WanAnimateVAELoader", vae_name=FILES["vae"], dtype="fp32")
+    assert_mentions(error, f"'{device}'", "not support", "CUDA", "--cpu")
+
+
+def test_cuda_and_cpu_devices_are_accepted():
+    from wan_animate.runtime.devices import check_supported_device
+
+    assert check_supported_device("cpu") == torch.device("cpu")
+    assert check_supported_device("cuda:1") == torch.device("cuda", 1)  # also ROCm builds
+    with pytest.raises(RuntimeError, match="'mps'"):
+        check_supported_device("mps")
 
 
 # ----- optional dependencies -----

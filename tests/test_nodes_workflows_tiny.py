@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from api_runner import CoreStandIns, run_api_workflow
-from tiny_models import VIDEO_FRAMES, write_tiny_models
+from tiny_models import VIDEO_FPS, VIDEO_FRAMES, write_tiny_models
 
 WORKFLOWS = sorted((Path(__file__).parent / "workflows_test").glob("*_tiny.json"))
 
@@ -36,8 +36,11 @@ def test_tiny_workflow_runs_through_nodes(workflow_path, model_root, pack, tmp_p
     preprocess = next(k for k, n in workflow.items() if n["class_type"] == "WanAnimatePreprocess")
     reference, pose, face, background, mask = results[preprocess][:5]
     frames = results[sampler][0]
-    assert frames.shape == (VIDEO_FRAMES, *reference.shape[1:3], 3)
-    assert pose.shape[0] == face.shape[0] == VIDEO_FRAMES and face.shape[1:3] == (512, 512)
+    fps = workflow[preprocess]["inputs"]["fps"]
+    expected = VIDEO_FRAMES if fps == -1 else int(VIDEO_FRAMES / VIDEO_FPS * fps)  # resampled by timestamp
+    assert frames.shape == (expected, *reference.shape[1:3], 3)
+    assert pose.shape[0] == face.shape[0] == expected and face.shape[1:3] == (512, 512)
+    assert float(core.saved_videos[0]["fps"]) == (VIDEO_FPS if fps == -1 else fps)
     assert float(frames.min()) >= 0.0 and float(frames.max()) <= 1.0 and float(frames.std()) > 0
     if workflow[preprocess]["inputs"]["mode"] == "replace":
         assert 0.0 < float(mask.mean()) < 1.0

@@ -3,7 +3,7 @@ import inspect
 
 VALID_TYPES = {
     "INT", "FLOAT", "STRING", "BOOLEAN", "IMAGE", "MASK", "LATENT", "CONDITIONING", "CLIP_VISION_OUTPUT",
-    "MODEL", "VAE", "CLIP", "CLIP_VISION", "COMBO", "*",
+    "MODEL", "VAE", "CLIP", "CLIP_VISION", "COMBO", "AUDIO", "*",
 }
 OUR_PREFIX = "WANANIMATE_"
 
@@ -59,3 +59,19 @@ def test_requirements_match_pyproject_and_leave_torch_alone():
                    for name in listed)
     assert {"PublisherId", "DisplayName", "Icon"} <= set(project["tool"]["comfy"])
     assert (root / project["tool"]["comfy"]["Icon"]).is_file()
+
+
+def test_sources_parse_with_the_oldest_python_that_pyproject_allows():
+    import ast
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    floor = tomllib.loads((root / "pyproject.toml").read_text())["project"]["requires-python"]
+    major, minor = (int(part) for part in re.fullmatch(r">=(\d+)\.(\d+)", floor).groups())
+    assert (major, minor) >= (3, 11), f"requires-python {floor} allows a Python without tomllib, which the tests import"
+    sources = [p for p in root.rglob("*.py") if not any(part.startswith(".") for part in p.relative_to(root).parts)]
+    assert len(sources) > 50
+    for path in sources:
+        ast.parse(path.read_text(), filename=str(path), feature_version=(major, minor))

@@ -6,7 +6,7 @@ import torch
 
 from wan_animate.pipeline.color import colour_drift, match_colour, mean_colour
 from wan_animate.pipeline.conditioning import fold_pixel_mask, keep_mask_at_latent_size, segment_mask
-from wan_animate.preprocess.resolution import generation_size, size_for_aspect
+from wan_animate.preprocess.resolution import MAX_SIDE, generation_size, size_for_aspect
 from wan_animate.pipeline.resume import SegmentStore, job_key
 from wan_animate.pipeline.segments import latent_frames, padded_length, padding_sources, plan_segments
 
@@ -118,6 +118,16 @@ def test_size_for_aspect():
         assert sw % 16 == 0 and sh % 16 == 0
         assert abs(sw * sh - area) / area < 0.1
         assert abs(sw / sh - w / h) / (w / h) < 0.05
+
+
+@pytest.mark.parametrize("width, height", [(4000, 100), (100, 4000), (100000, 1), (1, 100000), (4096, 4096)])
+@pytest.mark.parametrize("area", [64 * 64, 1280 * 720, 4096 * 4096])
+def test_extreme_aspect_ratios_stay_within_the_largest_side(width, height, area):
+    w, h = size_for_aspect(width, height, area)
+    assert w <= MAX_SIDE and h <= MAX_SIDE and w % 16 == 0 and h % 16 == 0 and w >= 16 and h >= 16
+    if max(width, height) / min(width, height) <= 256:  # representable with 16-px multiples within 4096
+        assert abs(w / h - width / height) <= 16 / min(w, h) * (width / height)
+    assert size_for_aspect(4000, 100) == (3840, 96) and size_for_aspect(100, 4000) == (96, 3840)
 
 
 def test_generation_size_follows_mode():

@@ -38,6 +38,19 @@ def test_model_batch_dimension_is_read(detector_files):
     assert fixed4.fixed_batch == 4 and fixed4.input_hw == (640, 640)
 
 
+def test_released_session_is_reopened_with_the_same_results(detector_files):
+    """release() ends the onnxruntime session (its CUDA arena is freed only with it); the next call reopens it."""
+    detector = PersonDetector(detector_files[None])
+    frames = np.zeros((2, 640, 640, 3), np.uint8)
+    paint(frames[1], 100, 50, 180, 300, 0)
+    before = detector.detect(frames)
+    detector.release()
+    assert detector.model.session is None and detector.model.providers == ["CPUExecutionProvider"]
+    after = detector.detect(frames)
+    assert detector.model.session is not None
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
 def test_fixed_and_dynamic_batches_give_the_same_boxes(detector_files):
     frames = np.zeros((6, 640, 640, 3), np.uint8)
     for i in range(6):

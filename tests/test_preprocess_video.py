@@ -2,8 +2,16 @@
 import numpy as np
 import pytest
 
-from wan_animate.preprocess.video import (frame_indices_for_fps, frame_indices_for_timestamps, official_frame_count,
-                                          padding_resize, resample_frames_by_fps, resize_frames, resize_to)
+from wan_animate.preprocess.video import (driving_frames_for_fps, frame_indices_for_fps, frame_indices_for_timestamps,
+                                          official_frame_count, padding_resize, resample_frames_by_fps, resize_frames,
+                                          resize_to)
+
+
+def official_indices(frame_num: int, video_fps: float, fps: float) -> list[int]:
+    """The official process_pipepline.py + utils.get_frame_indices, restated: the source frame at each i / fps."""
+    target_num = int(frame_num / video_fps * fps)
+    times = np.arange(0, target_num) / fps
+    return np.clip(np.round(times * video_fps).astype(int), 0, frame_num - 1).tolist()
 
 
 def test_upsampling_25_to_30_fps_picks_nearest_frames_half_to_even():
@@ -16,6 +24,33 @@ def test_upsampling_25_to_30_fps_picks_nearest_frames_half_to_even():
 
 def test_downsampling_60_to_30_fps_takes_every_other_frame():
     assert frame_indices_for_fps(61, 60, 30) == list(range(0, 60, 2))
+
+
+def test_24_to_30_fps_repeats_frames_where_the_timestamps_say():
+    indices = frame_indices_for_fps(48, 24, 30)
+    assert indices == official_indices(48, 24, 30) and len(indices) == 60
+    # times i/30 s at 24 fps: 0, .8, 1.6, 2.4, 3.2, 4, 4.8, 5.6, 6.4, 7.2 -> every 4th tick repeats a frame
+    assert indices[:10] == [0, 1, 2, 2, 3, 4, 5, 6, 6, 7]
+
+
+@pytest.mark.parametrize("frames,video_fps,fps", [(61, 60, 30), (48, 24, 30), (100, 29.97, 30), (37, 25, 16)])
+def test_driving_frames_follow_the_official_timestamps(frames, video_fps, fps):
+    indices, out_fps = driving_frames_for_fps(frames, video_fps, fps)
+    assert indices == official_indices(frames, video_fps, fps) and out_fps == fps
+
+
+def test_driving_frames_keep_the_source_rate_or_take_unknown_rates_as_given():
+    assert driving_frames_for_fps(10, 60, -1) == (list(range(10)), 60.0)
+    assert driving_frames_for_fps(10, 0, 24) == (list(range(10)), 24.0)  # video_fps unknown: frames as they are
+
+
+@pytest.mark.parametrize("video_fps,fps,words", [
+    (0, -1, "video_fps"), (float("nan"), 30, "video_fps"), (-5, 30, "video_fps"), (30, 0, "fps"),
+    (30, float("nan"), "fps"), (30, -2, "fps"), (30, 1, "less than one frame"),
+])
+def test_driving_frames_reject_rates_they_cannot_use(video_fps, fps, words):
+    with pytest.raises(ValueError, match=words):
+        driving_frames_for_fps(1, video_fps, fps)
 
 
 def test_minus_one_keeps_every_source_frame():

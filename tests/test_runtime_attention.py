@@ -94,7 +94,7 @@ def test_sage_is_called_with_nhd_layout_when_supported(monkeypatch):
         return manual_attention(q, k, v)
 
     monkeypatch.setattr(attn, "load_sageattn", lambda: fake_sageattn)
-    monkeypatch.setattr(attn, "sage_problem", lambda q, k, v, sage_installed: None)
+    monkeypatch.setattr(attn, "sage_problem", lambda *properties, sage_installed: None)
     q, k, v = qkv()
     out = attn.attention(q, k, v, backend="sage")
     assert calls == [("NHD", False, q.shape, k.shape)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.helpers_vae import TINY, TINY_ATTN, random_vae, random_video, reference_decode, reference_encode
+from helpers_vae import TINY, TINY_ATTN, random_vae, random_video, reference_decode, reference_encode
 from wan_animate.model.vae import WanVAE
 from wan_animate.model.vae_config import WAN21_LATENT_MEAN, VAEConfig, infer_vae_config
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import assert_close_golden, golden_section
+from conftest import assert_close_golden, golden_section
 from wan_animate.loading.vae import load_vae
 from wan_animate.model.vae_config import infer_vae_config
 

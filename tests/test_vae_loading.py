@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers_vae import TINY, random_vae, random_video
+from helpers_vae import TINY, random_vae, random_video
 from wan_animate.loading.vae import load_vae
 
 

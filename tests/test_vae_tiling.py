@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.helpers_vae import TINY, random_vae, random_video
+from helpers_vae import TINY, random_vae, random_video
 from wan_animate.model.vae_tiling import blend_weights, map_tiles, tile_starts
 
 TILE, OVERLAP = 6, 2  # latent cells: on the 8x12-cell test video this makes 2 x 3 tiles

@@ -23,6 +23,7 @@ from onnx_fixtures import export_detector, export_pose_model
 
 FACE_CHANNELS = (4, 4, 4, 4, 4, 4, 4, 8)  # 2 ** (8 + 1) = 512-px face crops, as the preprocessing makes
 VIDEO_FRAMES = 13
+VIDEO_FPS = 16
 VIDEO_SIZE = (96, 128)  # (height, width) of the driving video
 CHARACTER_SIZE = (128, 96)
 FILES = {
@@ -45,7 +46,7 @@ def figure_frame(size: tuple[int, int], shift: int) -> np.ndarray:
     return frame
 
 
-def write_video(path: Path, frames: np.ndarray, fps: int = 16) -> None:
+def write_video(path: Path, frames: np.ndarray, fps: int = VIDEO_FPS) -> None:
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.height, stream.width = frames.shape[1:3]

@@ -21,7 +21,7 @@ from ..model.motion_encoder import blur_kernel
 from ..runtime.fp8 import FP8Linear, dequantize, is_fp8, quantize, swap_linears_to_fp8
 from .keys import (ANIMATE_DIT, ANIMATE_ONLY_GROUPS, QuantKeys, group_of, quant_format, reject_other_kind,
                    split_quant_keys, strip_model_prefix)
-from .state_dict import checkpoint_files, load_state_dict
+from .state_dict import checkpoint_files, is_safetensors, load_state_dict
 
 SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -29,7 +29,7 @@ SAFETENSORS_DTYPES = {
     "I16": torch.int16, "I32": torch.int32, "I64": torch.int64, "BOOL": torch.bool,
 }
 COMPUTE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-SHARD_PATTERN = re.compile(r"-\d+-of-\d+\.safetensors$")
+SHARD_PATTERN = re.compile(r"^(.+)-(\d+)-of-(\d+)\.safetensors$")  # name-00001-of-00003.safetensors
 FP8_STORAGE_PREFIXES = ("blocks.", "face_adapter.")  # Linear layers quantised when storage_dtype is fp8
 OPTIONAL_CONSTANT_BUFFERS = ".kernel"  # motion-encoder blur kernels: constants, rebuilt when a file omits them
 MAX_LISTED_KEYS = 12
@@ -61,7 +61,7 @@ class CheckpointIndex:
         self.entries = {name: raw[key] for name, key in strip_model_prefix(list(raw)).items()}
 
     def _entries(self, file: str) -> list[_Entry]:
-        if not file.endswith(".safetensors"):
+        if not is_safetensors(file):
             state = load_state_dict(file)  # torch files: memory-mapped, weights_only
             self._torch_states[file] = state
             return [_Entry(file, k, tuple(v.shape), v.dtype) for k, v in state.items()]
@@ -84,7 +84,7 @@ class CheckpointIndex:
         with contextlib.ExitStack() as stack:
             handles = {
                 f: stack.enter_context(safe_open(f, framework="pt", device=str(device)))
-                for f in self.files if f.endswith(".safetensors")
+                for f in self.files if is_safetensors(f)
             }
 
             def read(name: str) -> torch.Tensor:
@@ -97,12 +97,21 @@ class CheckpointIndex:
 
 
 def _expand_shard(path: str) -> str:
-    """A single shard `...-00001-of-00003.safetensors` stands for the whole sharded checkpoint beside its index."""
-    if not SHARD_PATTERN.search(path):
+    """A single shard `name-00001-of-00003.safetensors` stands for the whole sharded checkpoint beside its index
+    (`name.safetensors.index.json`, or the folder's only index); a missing index is named in the error."""
+    match = SHARD_PATTERN.match(os.path.basename(path))
+    if not match or int(match[3]) <= 1 or not os.path.isfile(path):
         return path
     folder = os.path.dirname(path) or "."
+    index_name = f"{match[1]}.safetensors.index.json"
+    if os.path.isfile(os.path.join(folder, index_name)):
+        return os.path.join(folder, index_name)
     indexes = [f for f in os.listdir(folder) if f.endswith(".safetensors.index.json")]
-    return os.path.join(folder, indexes[0]) if len(indexes) == 1 else path
+    if len(indexes) == 1:
+        return os.path.join(folder, indexes[0])
+    raise FileNotFoundError(f"{os.path.basename(path)} is shard {int(match[2])} of {int(match[3])} of a sharded "
+                            f"checkpoint, but its index '{index_name}' is missing beside it in {folder}: download "
+                            "the index with all the shards into that folder (it names the file of every tensor)")
 
 
 # ----- configuration from shapes -----

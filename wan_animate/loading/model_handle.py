@@ -2,8 +2,13 @@
 
 ComfyUI passes the same handle from the loader node to LoRA nodes and the sampler. LoRA nodes do not touch weights:
 they return a handle that asks for one more LoRA. The sampler calls `activate`, which loads the model once, brings
-the LoRAs on it in line with what the handle asks for (reloading it when a different stack was merged), places it on
-the device (resident, or with its last blocks streamed from host memory), and afterwards parks it back in host memory.
+the LoRAs on it in line with what the handle asks for, places it on the device (resident, or with its last blocks
+streamed from host memory), and afterwards parks it back in host memory.
+
+LoRAs are applied at run time (`apply_loras(..., runtime=True)`): the Linear weights read from the file are never
+written, so a handle with another stack (other strengths, a LoRA removed or added) switches by detaching and
+attaching LoRA factors; the checkpoint is read once and one copy of the model exists in host memory. The LoRA files
+of the current stack stay parsed in memory, so a strength change reads no file at all.
 """
 from __future__ import annotations
 
@@ -20,9 +25,11 @@ from ..runtime.compile import compile_blocks, is_compiled, uncompile_blocks
 from ..runtime.devices import free_memory_bytes, release_cached_memory
 from ..runtime.memory import block_bytes, estimate_activation_bytes, module_bytes, resolve_offload_count
 from ..runtime.offload import enable_block_offload
-from .dit import load_dit
-from .lora import load_lora
-from .lora_apply import apply_loras
+from ..pipeline.resume import file_identity
+from .dit import _expand_shard, load_dit
+from .lora import LoRA, load_lora
+from .lora_apply import apply_loras, remove_all_loras
+from .state_dict import checkpoint_files
 
 log = logging.getLogger(__name__)
 STORAGE = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn}
@@ -46,11 +53,12 @@ class DiTOptions:
 
 @dataclass
 class _Loaded:
-    """The model behind every handle of one loader output, and the LoRAs currently merged into it."""
+    """The model behind every handle of one loader output, and the LoRAs currently applied to it."""
 
     model: WanAnimateDiT | None = None
     loras: tuple[tuple[str, float], ...] = ()
     lora_summary: str = ""
+    lora_files: dict[str, tuple[dict, LoRA]] = field(default_factory=dict)  # path -> (file identity, parsed LoRA)
 
 
 @dataclass(frozen=True)
@@ -76,38 +84,60 @@ class DiTHandle:
     def sync_loras(self) -> str:
         """Make the model carry exactly this handle's LoRAs; returns a summary of what they changed.
 
-        LoRAs are merged without keeping a copy of the original weights (for the 14B model that copy would take tens
-        of GB of host memory), so a stack that differs from the one merged reloads the model from its file first.
+        A different stack is switched exactly: the current LoRAs are detached (their merged small targets restored
+        from their originals), this handle's attached. Neither reloads the model.
         """
-        if self._shared.loras != self.loras:
-            if self._shared.loras:
-                self._shared.model = None
-            self._shared.loras, self._shared.lora_summary = (), ""
-            model = self.model()
+        shared = self._shared
+        model = self.model()
+        if shared.loras != self.loras:
+            remove_all_loras(model)
+            shared.loras, shared.lora_summary = (), ""
             if self.loras:
-                loras = [(load_lora(path), strength) for path, strength in self.loras]
-                self._shared.lora_summary = apply_loras(model, loras, keep_originals=False).summary()
-                log.info("LoRAs applied:\n%s", self._shared.lora_summary)
-            self._shared.loras = self.loras
-        return self._shared.lora_summary
+                loras = [(self._lora(path), strength) for path, strength in self.loras]
+                shared.lora_summary = apply_loras(model, loras, runtime=True).summary()
+                log.info("LoRAs applied:\n%s", shared.lora_summary)
+            shared.lora_files = {path: shared.lora_files[path] for path, _ in self.loras}
+            shared.loras = self.loras
+        return shared.lora_summary
+
+    def _lora(self, path: str) -> LoRA:
+        """The parsed LoRA file, read again only when the file changed since it was parsed."""
+        identity = file_identity(path)
+        cached = self._shared.lora_files.get(path)
+        if cached is None or cached[0] != identity:
+            cached = (identity, load_lora(path))
+            self._shared.lora_files[path] = cached
+        return cached[1]
+
+    def identity(self) -> dict[str, object]:
+        """What determines this handle's model: the checkpoint files' identities, dtype, storage and the LoRA stack
+        (each file's identity and strength); for resume keys."""
+        return {
+            "files": [file_identity(f) for f in checkpoint_files(_expand_shard(self.path))],
+            "dtype": str(self.options.dtype),
+            "storage": self.options.storage,
+            "loras": [{"file": file_identity(path), "strength": strength} for path, strength in self.loras],
+        }
 
     def release(self) -> None:
         """Forget the loaded model (ComfyUI unloaded the node's output)."""
         self._shared.model = None
         self._shared.loras = ()
+        self._shared.lora_summary = ""
+        self._shared.lora_files = {}
         release_cached_memory()
 
     @contextmanager
     def activate(self, device: torch.device | str, tokens: int) -> Iterator[WanAnimateDiT]:
         """The model with its LoRAs, ready to run `tokens`-token forwards on `device`; parked in host memory after."""
-        model = self.model()
         self.sync_loras()
+        model = self.model()
         device = torch.device(device)
         offloader = None
         if device.type == "cuda":
             offloader = self._place_on_gpu(model, device, tokens)
         if self.options.compile and not is_compiled(model.blocks[0]):
-            compile_blocks(model.blocks)
+            compile_blocks(model.blocks, device=device)
         try:
             with attention_backend(self.options.attention):
                 yield model

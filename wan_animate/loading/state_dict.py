@@ -1,9 +1,11 @@
-"""Read checkpoint files into state dicts: single safetensors, sharded safetensors with an index, torch files."""
+"""Read checkpoint files into state dicts: single safetensors (.safetensors or .sft), sharded safetensors with an
+index, torch files (zip or legacy torch.save format, always weights_only)."""
 from __future__ import annotations
 
 import json
 import os
 import pickle
+import zipfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -11,6 +13,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 TORCH_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+CHECKPOINT_SUFFIXES = SAFETENSORS_SUFFIXES + TORCH_SUFFIXES
+
+
+def is_safetensors(path: str) -> bool:
+    return path.lower().endswith(SAFETENSORS_SUFFIXES)
 
 
 def checkpoint_files(path: str) -> list[str]:
@@ -19,7 +27,7 @@ def checkpoint_files(path: str) -> list[str]:
         index = [f for f in os.listdir(path) if f.endswith(".safetensors.index.json")]
         if index:
             return checkpoint_files(os.path.join(path, index[0]))
-        shards = sorted(f for f in os.listdir(path) if f.endswith(".safetensors"))
+        shards = sorted(f for f in os.listdir(path) if is_safetensors(f))
         if not shards:
             raise FileNotFoundError(f"checkpoint folder {path} holds no .safetensors file")
         return [os.path.join(path, f) for f in shards]
@@ -58,7 +66,7 @@ def checkpoint_key_names(path: str) -> list[str]:
     cannot be listed without loading them: they contribute none)."""
     names: list[str] = []
     for file in checkpoint_files(path):
-        if file.endswith(".safetensors"):
+        if is_safetensors(file):
             with _damaged_file_errors(file), safe_open(file, framework="pt") as handle:
                 names += list(handle.keys())
     return names
@@ -71,7 +79,7 @@ def _damaged_file_errors(file: str) -> Iterator[None]:
         yield
     except FileNotFoundError:
         raise
-    except (SafetensorError, pickle.UnpicklingError, RuntimeError, OSError) as error:
+    except (SafetensorError, pickle.UnpicklingError, RuntimeError, OSError, EOFError) as error:
         raise ValueError(f"{file} could not be read (an incomplete download or not a checkpoint?): {error}") from error
 
 
@@ -81,15 +89,16 @@ def _read_file(file: str, device: str | torch.device) -> dict[str, torch.Tensor]
 
 
 def _read_tensors(file: str, device: str | torch.device) -> dict[str, torch.Tensor]:
-    if file.endswith(TORCH_SUFFIXES):
-        data = torch.load(file, map_location=device, weights_only=True, mmap=True)
+    if file.lower().endswith(TORCH_SUFFIXES):
+        # memory-mapped when the file is a zip archive (torch >= 1.6); legacy torch.save files cannot be mapped
+        data = torch.load(file, map_location=device, weights_only=True, mmap=zipfile.is_zipfile(file))
         if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
             data = data["state_dict"]
         if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
             raise ValueError(f"{file} is not a tensor state dict")
         return data
-    if not file.endswith(".safetensors"):
-        raise ValueError(f"{file}: unsupported checkpoint format (expected .safetensors, .ckpt, .pt or .pth)")
+    if not is_safetensors(file):
+        raise ValueError(f"{file}: unsupported checkpoint format (expected one of {', '.join(CHECKPOINT_SUFFIXES)})")
     with safe_open(file, framework="pt", device=str(device)) as f:
         return {key: f.get_tensor(key) for key in f.keys()}
 

@@ -99,7 +99,8 @@ class WanAnimateDiT(nn.Module):
 
     @property
     def compute_dtype(self) -> torch.dtype:
-        """The dtype activations are computed in outside the float32 parts (that of the non-fp8 weights)."""
+        """The dtype activations are computed in outside the float32 parts: that of the patch embedding, which every
+        loader keeps in the compute dtype (Linear layers alone may stay fp8); no other layer's weight decides it."""
         return self.patch_embedding.weight.dtype
 
     @property
@@ -114,7 +115,7 @@ class WanAnimateDiT(nn.Module):
         if face_pixels.ndim != 5 or face_pixels.shape[0] != 1 or face_pixels.shape[1] != 3 \
                 or tuple(face_pixels.shape[3:]) != (size, size):
             raise ValueError(f"face_pixels must be [1, 3, F, {size}, {size}]; got {tuple(face_pixels.shape)}")
-        frames = face_pixels[0].transpose(0, 1).to(self.device)  # [F, 3, S, S]
+        frames = face_pixels[0].transpose(0, 1).to(device=self.device, dtype=self.compute_dtype)  # [F, 3, S, S]
         chunks = frames.split(MOTION_ENCODER_CHUNK)
         return torch.cat([self.motion_encoder(chunk) for chunk in chunks])
 
@@ -127,7 +128,8 @@ class WanAnimateDiT(nn.Module):
 
     def face_tokens(self, motion: torch.Tensor) -> torch.Tensor:
         """Motion vectors [F, motion_encoder_dim] (from `motion_features`) -> motion_vec [1, T, heads + 1, dim]."""
-        tokens = self.face_encoder(motion.to(self.device)[None])  # [1, T - 1, heads + 1, dim]
+        motion = motion.to(device=self.device, dtype=self.compute_dtype)
+        tokens = self.face_encoder(motion[None])  # [1, T - 1, heads + 1, dim]
         return torch.cat([torch.zeros_like(tokens[:, :1]), tokens], dim=1).to(self.compute_dtype)
 
     # ----- denoising step -----

@@ -44,9 +44,10 @@ class FaceEncoder(nn.Module):
         return F.silu(norm(x.transpose(1, 2).float())).to(x.dtype).transpose(1, 2)
 
     def forward(self, motion: torch.Tensor) -> torch.Tensor:
-        """motion [B, F, in_dim] -> [B, T', num_heads + 1, dim] in the dtype of the weights."""
+        """motion [B, F, in_dim] -> [B, T', num_heads + 1, dim], computed in motion's dtype (the model's compute
+        dtype: a layer stored in fp8 is upcast to it, so no stored weight decides the dtype)."""
         batch = motion.shape[0]
-        x = motion.to(self.out_proj.weight.dtype).transpose(1, 2)  # [B, in_dim, F]
+        x = motion.transpose(1, 2)  # [B, in_dim, F]
         x = self.conv1_local(x)  # [B, heads * hidden, F]
         x = x.unflatten(1, (self.num_heads, -1)).flatten(0, 1)  # [B * heads, hidden, F]
         x = self._norm_act(self.norm1, x)

@@ -2,7 +2,8 @@
 
 Parameter names follow the official checkpoint (`motion_encoder.enc.net_app.convs.*`, `enc.fc.*`,
 `dec.direction.weight`). Convolutions use "equalised learning rate" weights (multiplied by 1/sqrt(fan_in) at use).
-The network computes in the dtype of its weights; the orthogonal motion basis is applied in float32.
+The network computes in the dtype of its input (the DiT's compute dtype); the orthogonal motion basis is applied in
+float32.
 """
 from __future__ import annotations
 
@@ -162,6 +163,5 @@ class MotionEncoder(nn.Module):
         self.dec = Synthesis(style_dim, motion_dim)
 
     def forward(self, faces: torch.Tensor) -> torch.Tensor:
-        """faces [N, 3, S, S] -> [N, style_dim] float32."""
-        dtype = self.enc.fc[0].weight.dtype
-        return self.dec.direction(self.enc.motion_coefficients(faces.to(dtype)))
+        """faces [N, 3, S, S] in the compute dtype -> [N, style_dim] float32."""
+        return self.dec.direction(self.enc.motion_coefficients(faces))

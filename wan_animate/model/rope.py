@@ -1,10 +1,13 @@
 """3-D rotary position embedding of the Wan transformer (frame, row, column axes)."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 ROPE_THETA = 10000.0
 ROPE_POSITIONS = 1024
+ROPE_CACHE_SIZE = 8  # (head_dim, grid, device) tables kept: a few segment sizes times a few devices
 
 
 def rope_axis_dims(head_dim: int) -> tuple[int, int, int]:
@@ -27,11 +30,20 @@ def rope_cos_sin(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of the rotation of every token of a (frames, rows, cols) grid: each [L, 1, head_dim // 2], float32.
 
-    Tokens are ordered frame-major, then row, then column, as the patch embedding flattens them.
+    Tokens are ordered frame-major, then row, then column, as the patch embedding flattens them. The tables are
+    built once per (head_dim, grid, device) and shared by every later call (callers must not modify them).
     """
     frames, rows, cols = grid
     if max(grid) > ROPE_POSITIONS:
         raise ValueError(f"token grid {grid} exceeds the {ROPE_POSITIONS} rotary positions per axis")
+    return _cached_cos_sin(head_dim, (int(frames), int(rows), int(cols)), torch.device(device))
+
+
+@functools.lru_cache(maxsize=ROPE_CACHE_SIZE)
+def _cached_cos_sin(
+    head_dim: int, grid: tuple[int, int, int], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    frames, rows, cols = grid
     t_ang, h_ang, w_ang = rope_angles(head_dim)
     angles = torch.cat(
         [

@@ -32,6 +32,10 @@ class PersonDetector:
         self.conf_threshold = conf_threshold
         self.iou_threshold = iou_threshold
 
+    def release(self) -> None:
+        """Give back the ONNX session's memory until the next call (see OnnxModel.release)."""
+        self.model.release()
+
     def preprocess(self, frame_rgb: np.ndarray) -> np.ndarray:
         """[H, W, 3] uint8 RGB -> [3, h, w] float32 in 0..1 at the model's input size."""
         height, width = self.input_hw

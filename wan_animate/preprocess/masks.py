@@ -93,8 +93,8 @@ def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
 def blur_mask(mask: np.ndarray, radius: float) -> np.ndarray:
     """Soft edges: Gaussian blur (sigma = radius / 3, kernel 2 * ceil(radius) + 1) of a [H, W] or [F, H, W] mask,
     returned as float32 in 0..1."""
-    if radius < 0:
-        raise ValueError(f"blur radius must be >= 0; got {radius}")
+    if not 0 <= radius < float("inf"):
+        raise ValueError(f"blur radius must be a finite number >= 0; got {radius}")
     frames = _as_frames(mask, "mask").astype(np.float32)
     if frames.max(initial=0.0) > 1.0:
         frames = frames / 255.0

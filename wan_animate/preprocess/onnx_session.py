@@ -2,6 +2,8 @@
 
 Exported detector and pose models come with either a fixed batch dimension (often 1) or a symbolic one; `OnnxModel`
 reads the model's input shape and splits (and, for a fixed batch above 1, pads) the work accordingly.
+onnxruntime keeps a session's memory (its weights and its CUDA arena of activations) until the session ends, so
+`release` ends it once a preprocessing pass is over; the next `run` opens it again.
 """
 from __future__ import annotations
 
@@ -55,13 +57,10 @@ class OnnxModel:
             raise FileNotFoundError(f"ONNX model file not found: {onnx_path}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1; got {max_batch}")
-        ort = _onnxruntime()
         self.path = str(onnx_path)
-        try:
-            self.session = ort.InferenceSession(self.path, providers=choose_providers(device))
-        except _model_load_errors(ort) as error:
-            raise ValueError(f"{self.path} could not be read as an ONNX model (an incomplete download or not a "
-                             f"model?): {error}") from error
+        self._chosen_providers = choose_providers(device)
+        self.session = self._open()
+        self._providers = self.session.get_providers()
         model_input = self.session.get_inputs()[0]
         if len(model_input.shape) != 4:
             raise ValueError(f"{self.path}: expected a 4-D image input [N, C, H, W]; found {model_input.shape}")
@@ -73,9 +72,23 @@ class OnnxModel:
         height, width = (_static_dim(d) for d in model_input.shape[2:])
         self.input_hw = (height, width) if height and width else None
 
+    def _open(self):
+        ort = _onnxruntime()
+        try:
+            return ort.InferenceSession(self.path, providers=self._chosen_providers)
+        except _model_load_errors(ort) as error:
+            raise ValueError(f"{self.path} could not be read as an ONNX model (an incomplete download or not a "
+                             f"model?): {error}") from error
+
     @property
     def providers(self) -> list[str]:
-        return self.session.get_providers()
+        """The execution providers the session runs on."""
+        return list(self._providers)
+
+    def release(self) -> None:
+        """End the session, giving back its device and host memory (onnxruntime's CUDA arena is only freed with the
+        session); the next `run` opens it again."""
+        self.session = None
 
     def _chunk_size(self) -> int:
         return self.fixed_batch or self.max_batch
@@ -87,6 +100,8 @@ class OnnxModel:
         if len(batch) == 0:
             raise ValueError(f"{self.path}: input batch is empty")
         batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if self.session is None:
+            self.session = self._open()
         step = self._chunk_size()
         outputs = []
         for start in range(0, len(batch), step):

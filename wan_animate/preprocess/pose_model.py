@@ -145,6 +145,10 @@ class WholeBodyPoseModel:
         self.input_hw = self.model.input_hw or DEFAULT_INPUT_HW
         self.channel_order = channel_order
 
+    def release(self) -> None:
+        """Give back the ONNX session's memory until the next call (see OnnxModel.release)."""
+        self.model.release()
+
     def prepare(self, frame_rgb: np.ndarray, box: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Model input [3, h, w] float32 for one frame and box, with the window's centre and size."""
         centre, size = crop_window(box, frame_rgb.shape[:2], self.input_hw)

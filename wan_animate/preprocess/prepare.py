@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..runtime.host_memory import warn_if_host_memory_short
 from .detector import PersonDetector
 from .extract import PoseSequence, extract_image_pose, extract_poses
 from .face_crop import crop_faces, detect_face_boxes
@@ -30,6 +31,7 @@ from .video import DEFAULT_AREA, padding_resize, resize_frames, resize_to
 
 MODES = ("animate", "replace")
 MASK_METHODS = ("pose_box", "sam2")
+FACE_SIZE = 512  # side of the face crops
 
 
 @dataclass
@@ -87,6 +89,8 @@ def prepare_inputs(
         raise ValueError("T-pose retargeting needs both T-pose images (character and driving first frame) or neither")
     character = np.asarray(character)
     width, height = generation_size(mode, character.shape[1::-1], video.shape[2:0:-1], area)
+    warn_if_host_memory_short(job_frame_bytes(len(video), height, width, mode),
+                              f"a job of {len(video)} frames at {width}x{height} ({mode})")
     if mode == "replace":
         check_mask_settings(mask or MaskSettings())
         video = resize_frames(video, height, width)
@@ -116,6 +120,18 @@ def prepare_inputs(
     if mode == "replace":
         prepared.background, prepared.mask = _replacement(video, poses, mask or MaskSettings(), report)
     return prepared
+
+
+def job_frame_bytes(frames: int, height: int, width: int, mode: str) -> int:
+    """Host memory the frames of one job take from preprocessing to the generated video: the pose and face frames
+    (uint8 here, float32 as ComfyUI IMAGEs), the generated video (float32) and, for Replacement, the resized video,
+    background and mask."""
+    pixels = frames * height * width
+    face_pixels = frames * FACE_SIZE * FACE_SIZE
+    total = pixels * 3 * (1 + 4) + face_pixels * 3 * (1 + 4) + pixels * 3 * 4
+    if mode == "replace":
+        total += pixels * 3 + pixels * 3 * (1 + 4) + pixels * 4 * 2
+    return total
 
 
 def _retargeted(poses: PoseSequence, reference: np.ndarray, ref_pose: PoseSequence, detector: PersonDetector,

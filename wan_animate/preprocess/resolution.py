@@ -7,6 +7,8 @@ area's; ties go to the closer aspect ratio, then the smaller size.
 For 16:9 sources this is the official preprocessing's size too (1920x1080 -> 1280x720); for other aspect ratios the
 official `resize_by_area` rounds both sides of the exact-area size down to multiples of 16, which can land further from
 the target area.
+No side exceeds `MAX_SIDE` (the Preprocess node's largest width / height): for extreme aspect ratios (a 4000x100
+strip) the long side stops there and the size keeps the aspect ratio with less than the target area.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import math
 
 DEFAULT_AREA = 1280 * 720
 SIZE_MULTIPLE = 16
+MAX_SIDE = 4096
 
 
 def _check(width: int, height: int, target_area: int, multiple: int) -> None:
@@ -29,17 +32,30 @@ def _near_multiples(value: float, multiple: int) -> tuple[int, ...]:
 
 
 def size_for_aspect(
-    width: int, height: int, target_area: int = DEFAULT_AREA, multiple: int = SIZE_MULTIPLE
+    width: int, height: int, target_area: int = DEFAULT_AREA, multiple: int = SIZE_MULTIPLE,
+    max_side: int = MAX_SIDE,
 ) -> tuple[int, int]:
-    """(width, height) with the source's aspect ratio and a token count closest to target_area's."""
+    """(width, height) with the source's aspect ratio and a token count closest to target_area's, both sides at most
+    `max_side`; when that area would need a longer side, the size closest to the aspect ratio with its long side near
+    the largest multiple within `max_side` (the larger of equally close ones)."""
     _check(width, height, target_area, multiple)
     aspect = width / height
+    longest = max(multiple, max_side // multiple * multiple)
     candidates = []
     for h in _near_multiples(math.sqrt(target_area / aspect), multiple):
         for w in _near_multiples(h * aspect, multiple):
-            candidates.append((abs(w * h - target_area), abs(w / h - aspect), w * h, w, h))
-    best = min(candidates)
-    return best[3], best[4]
+            if w <= longest and h <= longest:
+                candidates.append((abs(w * h - target_area), abs(w / h - aspect), w * h, w, h))
+    if candidates:
+        best = min(candidates)
+        return best[3], best[4]
+    pairs = [(longest, h) for h in _near_multiples(longest / aspect, multiple)]
+    pairs += [(w, longest) for w in _near_multiples(longest * aspect, multiple)]
+    pairs += [(w, h) for h in _near_multiples(longest / aspect, multiple) for w in _near_multiples(h * aspect, multiple)]
+    pairs += [(w, h) for w in _near_multiples(longest * aspect, multiple) for h in _near_multiples(w / aspect, multiple)]
+    fitting = [(abs(w / h - aspect), -w * h, w, h) for w, h in pairs if w <= longest and h <= longest]
+    best = min(fitting)
+    return best[2], best[3]
 
 
 def generation_size(

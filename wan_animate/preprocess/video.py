@@ -45,6 +45,29 @@ def frame_indices_for_fps(frame_count: int, src_fps: float, target_fps: float) -
     return np.clip(indices, 0, max(frame_count - 1, 0)).tolist()
 
 
+def driving_frames_for_fps(frame_count: int, video_fps: float, fps: float) -> tuple[list[int], float]:
+    """Which driving-video frames to use, and the frame rate of the result, for a generation at `fps`.
+
+    `video_fps` is the driving video's rate (0 = unknown: the frames are used as given, at `fps`); `fps` is the
+    rate to generate at (the official default is 30; -1 keeps the video's rate). Frames are picked by timestamp
+    as the official preprocessing does (`frame_indices_for_fps`).
+    """
+    if not math.isfinite(video_fps) or video_fps < 0:
+        raise ValueError(f"video_fps: expected the driving video's frame rate (> 0, or 0 if unknown); got {video_fps}")
+    if not math.isfinite(fps) or (fps <= 0 and fps != -1):
+        raise ValueError(f"fps: expected a frame rate > 0, or -1 to keep the driving video's rate; got {fps}")
+    if video_fps == 0:
+        if fps == -1:
+            raise ValueError("fps is -1 (keep the driving video's rate) but the video's rate is unknown: connect "
+                             "video_fps (GetVideoComponents' fps) or set fps to the rate of the frames")
+        return list(range(frame_count)), float(fps)
+    indices = frame_indices_for_fps(frame_count, video_fps, fps)
+    if not indices:
+        raise ValueError(f"driving video: {frame_count} frames at {video_fps:g} fps last less than one frame at "
+                         f"{fps:g} fps")
+    return indices, float(video_fps if fps == -1 else fps)
+
+
 def frame_indices_for_timestamps(timestamps_s: Sequence[float], target_fps: float) -> list[int]:
     """For variable-frame-rate sources: the frame whose timestamp is nearest to each tick i / target_fps, over the
     span of the timestamps. `target_fps` -1 uses the mean rate of the timestamps."""

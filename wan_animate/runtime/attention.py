@@ -10,6 +10,8 @@ Backends:
 The active backend is one small module-level setting, changed only through `set_attention_backend` or, scoped, with
 `attention_backend(name)`; a call may also name its backend explicitly (`attention(q, k, v, backend="sdpa")`).
 The model code itself never chooses: the loader node sets the backend the user picked.
+Inside torch.compile the choice is evaluated once while tracing (it depends on no tensor value), so the dispatch adds
+no graph break to a compiled block.
 """
 from __future__ import annotations
 
@@ -67,23 +69,33 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | 
             f"{tuple(k.shape)}, {tuple(v.shape)}"
         )
     name = _checked_backend(backend) if backend is not None else _active_backend
-    if name != "sdpa":
-        sageattn = load_sageattn()
-        problem = sage_problem(q, k, v, sage_installed=sageattn is not None)
-        if problem is None:
-            return _sage(sageattn, q, k, v)
-        _report_fallback(name, problem)
+    if name != "sdpa" and _sage_takes(name, q.device, q.dtype, q.shape[-1], k.dtype, v.dtype):
+        return _sage(load_sageattn(), q, k, v)
     return _sdpa(q, k, v)
 
 
-def sage_problem(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sage_installed: bool) -> str | None:
-    """Why SageAttention cannot run this call, or None when it can."""
+@torch.compiler.assume_constant_result
+def _sage_takes(requested: str, device: torch.device, dtype: torch.dtype, head_dim: int, k_dtype: torch.dtype,
+                v_dtype: torch.dtype) -> bool:
+    """Whether SageAttention runs a call with these properties; a fallback is logged once per reason.
+
+    Takes no tensor, so torch.compile runs it once at trace time and keeps its answer as a constant."""
+    problem = sage_problem(device, dtype, head_dim, k_dtype, v_dtype, sage_installed=load_sageattn() is not None)
+    if problem is not None:
+        _report_fallback(requested, problem)
+    return problem is None
+
+
+def sage_problem(device: torch.device, dtype: torch.dtype, head_dim: int, k_dtype: torch.dtype,
+                 v_dtype: torch.dtype, sage_installed: bool) -> str | None:
+    """Why SageAttention cannot run a call on q of `dtype` / `head_dim` on `device` (k, v of k_dtype, v_dtype), or
+    None when it can."""
     if not sage_installed:
         return f"sageattention is not installed; {SAGE_INSTALL_HINT}"
-    if q.device.type != "cuda":
-        return f"tensors are on {q.device.type}, SageAttention needs CUDA"
-    capability = torch.cuda.get_device_capability(q.device)
-    return sage_support_problem(capability, q.dtype, q.shape[-1], k.dtype, v.dtype)
+    if device.type != "cuda":
+        return f"tensors are on {device.type}, SageAttention needs CUDA"
+    capability = torch.cuda.get_device_capability(device)
+    return sage_support_problem(capability, dtype, head_dim, k_dtype, v_dtype)
 
 
 def sage_support_problem(

@@ -1,10 +1,25 @@
-"""Device facts the runtime needs: compute dtype, free/total memory, pinned-memory support, cache release."""
+"""Device facts the runtime needs: which devices it runs on, compute dtype, free/total memory, pinned-memory support,
+cache release."""
 from __future__ import annotations
 
 import functools
 import gc
 
 import torch
+
+
+SUPPORTED_DEVICE_TYPES = ("cuda", "cpu")  # "cuda" includes ROCm builds of PyTorch
+
+
+def check_supported_device(device: str | torch.device) -> torch.device:
+    """`device` when the pack runs on it (CUDA / ROCm GPUs, or the CPU); a clear error for others (mps, xpu, ...)."""
+    device = torch.device(device)
+    if device.type not in SUPPORTED_DEVICE_TYPES:
+        raise RuntimeError(
+            f"ComfyUI computes on '{device}', a {device.type} device, which the Wan Animate nodes do not support: "
+            "their memory planning, block offloading, fp8 weights and float64 timestep maths are written for CUDA "
+            "(NVIDIA, or AMD with ROCm) and the CPU. Run ComfyUI on a CUDA GPU, or start it with --cpu (very slow)")
+    return device
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
