@@ -3,6 +3,7 @@ as the folder's main.py) and a loopback file server for the declared models."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import sys
@@ -231,3 +232,15 @@ def test_a_foreign_pack_link_is_not_replaced(job, capsys):
     err = capsys.readouterr().err
     assert f"{comfyui / 'custom_nodes' / 'comfyui-wan-animate'} exists but is not this checkout" in err
     assert (comfyui / "custom_nodes" / "comfyui-wan-animate").resolve() == tmp_path / "wf"
+
+
+def test_progress_names_nodes_by_their_titles():
+    stream = io.StringIO()
+    progress = run.RunProgress(API, stream)
+    for event, data in [("execution_start", {"prompt_id": "p"}), ("executing", {"node": "1"}),
+                        ("executing", {"node": "3"}), ("progress", {"node": "3", "value": 1, "max": 2}),
+                        ("progress", {"node": "3", "value": 2, "max": 2}), ("executing", {"node": None})]:
+        progress(event, data)
+    assert stream.getvalue().splitlines() == ["ComfyUI started the job", "running Character image",
+                                              "running WanAnimateModelLoader", "  WanAnimateModelLoader: 1/2",
+                                              "  WanAnimateModelLoader: 2/2"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import stat
 import sys
@@ -101,6 +102,6 @@ def test_no_person_found_is_reported_with_comfyuis_message(comfyui, tmp_path, ca
                      "--out", str(tmp_path / "results"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 1
-    assert err.startswith("error: ComfyUI failed while running node 7 [WanAnimatePreprocess]: ValueError: no person "
-                          f"was detected in any of the {VIDEO_FRAMES} frames of the driving video"), err
+    assert re.match(r"error: ComfyUI failed while running node 7 \[WanAnimatePreprocess\]: ValueError: no person "
+                    r"was detected in any of the \d+ frames of the driving video", err), err  # frames: after resampling
     assert "Traceback" not in err

@@ -149,21 +149,26 @@ def ensure_models(client: comfy.ComfyClient, models: list[ModelFile], comfyui: P
 
 
 class RunProgress:
-    """Progress lines naming nodes by their titles: 'running Sampler', '  Sampler: step 3/20'."""
+    """Progress lines naming nodes by their titles: 'running Sampler', '  Sampler: 3/20' (one updating line on a
+    terminal)."""
 
-    def __init__(self, workflow: dict):
+    def __init__(self, workflow: dict, stream=None):
         self.titles = {node_id: (node.get("_meta") or {}).get("title") or node["class_type"]
                        for node_id, node in workflow.items()}
+        self.stream = stream or sys.stderr
+        self.interactive = getattr(self.stream, "isatty", lambda: False)()
 
     def __call__(self, event: str, data: dict) -> None:
         node = str(data.get("node"))
         title = self.titles.get(node, node)
         if event == "execution_start":
-            print("ComfyUI started the job", file=sys.stderr, flush=True)
+            print("ComfyUI started the job", file=self.stream, flush=True)
         elif event == "executing" and data.get("node") is not None:
-            print(f"running {title}", file=sys.stderr, flush=True)
+            print(f"running {title}", file=self.stream, flush=True)
         elif event == "progress":
-            print(f"  {title}: {data.get('value')}/{data.get('max')}", file=sys.stderr, flush=True)
+            done = data.get("value") == data.get("max")
+            end = "\r" if self.interactive and not done else "\n"
+            print(f"  {title}: {data.get('value')}/{data.get('max')}", end=end, file=self.stream, flush=True)
 
 
 def base_directory(comfyui: Path, comfyui_args: list[str]) -> Path:
