@@ -103,9 +103,9 @@ class WanAnimateSampler:
                                        "tooltip": "extra guidance on the facial expression only (1 = off)"}),
                 "colour_correction": ("BOOLEAN", {"default": False,
                                                   "tooltip": "match each segment's colours to the previous one"}),
-                "resume_dir": ("STRING", {"default": "", "tooltip": "folder (inside output/) keeping finished "
-                                                                    "segments; a re-run with the same inputs resumes "
-                                                                    "there"}),
+                "resume_dir": ("STRING", {"default": "", "tooltip": "folder inside output/ keeping finished "
+                                                                    "segments; a re-run with the same inputs, "
+                                                                    "settings and models resumes there"}),
             },
         }
 

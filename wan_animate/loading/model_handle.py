@@ -94,12 +94,14 @@ class DiTHandle:
     def sync_loras(self) -> str:
         """Make the model carry exactly this handle's LoRAs; returns a summary of what they changed.
 
-        A different stack is switched exactly: the current LoRAs are detached (their merged small targets restored
-        from their originals), this handle's attached. Neither reloads the model.
+        A different stack, or a LoRA file changed on disk since it was applied, is switched exactly: the current
+        LoRAs are detached (their merged small targets restored from their originals), this handle's attached.
+        Neither reloads the model.
         """
         shared = self._shared
         model = self.model()
-        if shared.loras != self.loras:
+        changed_files = any(file_identity(path) != identity for path, (identity, _) in shared.lora_files.items())
+        if shared.loras != self.loras or changed_files:
             remove_all_loras(model)
             shared.loras, shared.lora_summary = (), ""
             if self.loras:
