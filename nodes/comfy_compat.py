@@ -7,6 +7,7 @@ from typing import Callable
 import torch
 
 from wan_animate.runtime.devices import check_supported_device
+from wan_animate.runtime.pinned import PinningPolicy
 
 try:
     import comfy.model_management as model_management
@@ -53,6 +54,20 @@ def free_memory(required_bytes: int, device: torch.device) -> None:
     """Ask ComfyUI to unload its models until `required_bytes` are free on `device`."""
     if model_management is not None and device.type != "cpu":
         model_management.free_memory(required_bytes, device)
+
+
+def pinning_policy() -> PinningPolicy:
+    """ComfyUI's pinned-memory setting: off with --disable-pinned-memory (or on GPUs it does not pin for), else
+    what is left of its budget (MAX_PINNED_MEMORY minus what ComfyUI pinned itself). Outside ComfyUI: no limit."""
+    if model_management is None:
+        return PinningPolicy()
+    limit = getattr(model_management, "MAX_PINNED_MEMORY", None)
+    if limit is None:  # a ComfyUI without a pinned-memory budget
+        return PinningPolicy()
+    if limit <= 0:
+        return PinningPolicy(enabled=False)
+    used = getattr(model_management, "TOTAL_PINNED_MEMORY", 0)
+    return PinningPolicy(budget_bytes=max(0, int(limit - used)))
 
 
 def soft_empty_cache() -> None:
@@ -161,9 +176,24 @@ def input_directory() -> str:
     return os.environ.get("WAN_ANIMATE_INPUT_DIR", os.path.join(os.getcwd(), "input"))
 
 
-def output_path(relative: str) -> str:
-    """`relative` inside ComfyUI's output folder (./output outside ComfyUI); absolute paths are kept."""
-    if os.path.isabs(relative):
-        return relative
-    root = folder_paths.get_output_directory() if folder_paths is not None else os.path.join(os.getcwd(), "output")
-    return os.path.join(root, relative)
+def output_directory() -> str:
+    """ComfyUI's output folder, or ./output outside ComfyUI."""
+    if folder_paths is not None:
+        return folder_paths.get_output_directory()
+    return os.path.join(os.getcwd(), "output")
+
+
+def output_path(relative: str, input_name: str) -> str:
+    """The real path of `relative` inside ComfyUI's output folder (symlinks resolved).
+
+    Raises ValueError naming `input_name` when the path leaves the output folder (`..`, an absolute path elsewhere,
+    a symlink pointing out of it).
+    """
+    root = os.path.realpath(output_directory())
+    resolved = os.path.realpath(os.path.join(root, relative))
+    if os.path.commonpath([root, resolved]) != root:
+        raise ValueError(
+            f"{input_name} is {relative!r}, which resolves to {resolved!r} outside ComfyUI's output folder "
+            f"{root!r}; give a folder name inside the output folder, for example 'wan_resume'"
+        )
+    return resolved

@@ -1,23 +1,31 @@
 """Generation nodes: gather the job's inputs (embeds), then sample the whole video with long-video chaining."""
 from __future__ import annotations
 
+import logging
+from dataclasses import replace
+
 import torch
 
+from wan_animate.distributed.engine import workers_for
 from wan_animate.loading.model_handle import DiTHandle
 from wan_animate.pipeline.conditioning import MODES
 from wan_animate.pipeline.generate import AnimateInputs, GenerationSettings, generate, video_to_image
-from wan_animate.runtime.memory import estimate_activation_bytes, module_bytes, token_count
+from wan_animate.model.vae_coding import VAECoder
+from wan_animate.pipeline.resume import models_identity, module_fingerprint
+from wan_animate.runtime.memory import estimate_activation_bytes, format_bytes, module_bytes, token_count
 from wan_animate.runtime.oom import explain_oom
 from wan_animate.sampling.preview import latent_preview
 from wan_animate.sampling.schedulers import SCHEDULERS
 
 from .checks import (absent_reason, check_against_model, check_frames, check_sampler_settings, clip_features,
                      conditioning_tokens, describe, fit_reference)
-from .comfy_compat import (free_memory, output_path, preview_max_side, progress_callback, throw_if_interrupted,
+from .comfy_compat import (free_memory, output_path, pinning_policy, preview_max_side, progress_callback,
+                           throw_if_interrupted,
                            torch_device)
 from .types import EMBEDS, WAN_MODEL, WAN_VAE, Embeds
 
 CATEGORY = "WanAnimate/generation"
+log = logging.getLogger(__name__)
 
 
 class WanAnimateEmbeds:
@@ -109,26 +117,63 @@ class WanAnimateSampler:
     def sample(self, model: DiTHandle, vae, embeds: Embeds, steps, shift, scheduler, seed, cfg, segment_length,
                guide_frames, face_cfg=1.0, colour_correction=False, resume_dir=""):
         check_sampler_settings(embeds.inputs, cfg, segment_length, int(guide_frames), embeds.absent_negative)
+        resume_folder = output_path(resume_dir, "resume_dir") if resume_dir else None
         settings = GenerationSettings(
             mode=embeds.mode, clip_len=segment_length, refert_num=int(guide_frames), solver=scheduler, steps=steps,
             shift=shift, guide_scale=cfg, face_guide_scale=face_cfg, seed=seed,
-            colour_correction=colour_correction, resume_dir=output_path(resume_dir) if resume_dir else None,
+            colour_correction=colour_correction, resume_dir=resume_folder,
+            models=_models_identity(model, vae) if resume_folder else "",
         )
         settings.validate()
         device = torch_device()
         height, width = embeds.inputs.reference.shape[:2]
         tokens = token_count(segment_length, height, width)
-        dit = model.model()
-        config = dit.config
+        workspace = vae.workspace_bytes(segment_length, height, width)
+        if model.options.gpus > 1:
+            workers = workers_for(model, device)
+            config, weight_bytes = workers.config, workers.model_bytes
+            session = workers.session(model.loras, tokens, device)
+            tokens = -(-tokens // model.options.gpus)  # per GPU
+        else:
+            config = model.model().config
+            weight_bytes = module_bytes(model.model())
+            if device.type == "cuda":
+                vae, workspace = _vae_that_fits(model, vae, device, tokens, (segment_length, height, width))
+            session = model.activate(device, tokens, workspace, pinning_policy())
         check_against_model(embeds.inputs, config)
-        free_memory(module_bytes(dit) + estimate_activation_bytes(tokens, config.dim, config.ffn_dim), device)
+        activations = estimate_activation_bytes(tokens, config.dim, config.ffn_dim)
+        free_memory(weight_bytes + max(activations, workspace), device)
         progress = _progress_bar(preview_max_side())
         oom_settings = {"offload_blocks": model.options.offload, "weight_storage": model.options.storage,
                         "resolution": f"{width}x{height}", "segment_length": segment_length}
-        with explain_oom("sampling", oom_settings), model.activate(device, tokens) as dit:
+        with explain_oom("sampling", oom_settings), session as dit:
             video = generate(dit, vae, embeds.inputs, settings, callback=progress, interrupt=throw_if_interrupted,
                              device=device)
         return (video_to_image(video),)
+
+
+def _models_identity(model: DiTHandle, vae) -> str:
+    """What the resume key needs to know of the models: the DiT file, storage and LoRA stack, and the VAE's weights
+    (a sampled fingerprint: the loader keeps no file name), dtype and coding options."""
+    vae_identity = {"weights": module_fingerprint(vae.vae), "tiled": vae.tiled, "tile": vae.tile,
+                    "overlap": vae.overlap}
+    return models_identity(model.identity(), vae_identity)
+
+
+def _vae_that_fits(model: DiTHandle, vae: VAECoder, device: torch.device, tokens: int,
+                   video: tuple[int, int, int]) -> tuple[VAECoder, int]:
+    """The VAE coder to use beside the placed model, and its workspace: the given one, or the same VAE tiled when
+    untiled coding (e.g. ~21 GiB for a float32 decode at 1280x720) would not fit next to the model but tiled does."""
+    workspace = vae.workspace_bytes(*video)
+    if vae.tiled or model.fits(device, tokens, workspace):
+        return vae, workspace
+    tiled = replace(vae, tiled=True)
+    tiled_workspace = tiled.workspace_bytes(*video)
+    if not model.fits(device, tokens, tiled_workspace):
+        return vae, workspace  # the plan reports what does not fit
+    log.info("VAE: untiled coding needs %s beside the model, which does not fit; coding in tiles of %d latent "
+             "cells (%s) instead", format_bytes(workspace), tiled.tile, format_bytes(tiled_workspace))
+    return tiled, tiled_workspace
 
 
 def _progress_bar(preview_side: int | None):

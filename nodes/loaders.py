@@ -7,6 +7,7 @@ from contextlib import contextmanager
 import torch
 from safetensors import SafetensorError
 
+from wan_animate.distributed.engine import workers_for
 from wan_animate.loading.keys import LORA, reject_other_kind
 from wan_animate.loading.model_handle import STORAGE, DiTHandle, DiTOptions
 from wan_animate.loading.state_dict import CHECKPOINT_SUFFIXES, checkpoint_key_names
@@ -57,6 +58,10 @@ class WanAnimateModelLoader:
                 "prefetch_blocks": ("INT", {"default": 1, "min": 1, "max": 8,
                                             "tooltip": "offloaded blocks copied ahead of use"}),
                 "compile": ("BOOLEAN", {"default": False, "tooltip": "torch.compile each transformer block"}),
+                "gpus": ("INT", {"default": 1, "min": 1, "max": 16,
+                                 "tooltip": "GPUs that share each sampling step (sequence parallel): > 1 runs the "
+                                            "model in one worker process per GPU (cuda:0..gpus-1), each holding "
+                                            "the weights"}),
             },
         }
 
@@ -66,12 +71,16 @@ class WanAnimateModelLoader:
     CATEGORY = CATEGORY
 
     def load(self, model_name, compute_dtype, weight_storage, attention, offload_blocks, prefetch_blocks=1,
-             compile=False):
+             compile=False, gpus=1):
         offload = _offload_setting(offload_blocks)
-        options = DiTOptions(DTYPES[compute_dtype], weight_storage, attention, offload, prefetch_blocks, compile)
+        options = DiTOptions(DTYPES[compute_dtype], weight_storage, attention, offload, prefetch_blocks, compile,
+                             gpus)
         handle = DiTHandle(model_path("diffusion_models", model_name), options)
         with _naming_file("model_name", model_name):
-            handle.model()
+            if gpus > 1:
+                workers_for(handle, torch_device())  # the workers load the weights, this process does not
+            else:
+                handle.model()
         return (handle,)
 
 
@@ -103,10 +112,13 @@ class WanAnimateVAELoader:
     def INPUT_TYPES(cls):
         return {"required": {
             "vae_name": (checkpoint_filenames("vae"), {"tooltip": "models/vae/wan_2.1_vae.safetensors"}),
-            "dtype": (list(DTYPES), {"default": "bf16"}),
+            "dtype": (list(DTYPES), {"default": "fp32", "tooltip": "fp32 as the official code (every conditioning "
+                                                               "latent and the chain between segments go through "
+                                                               "the VAE); bf16 halves its memory"}),
         }, "optional": {
-            "tiled": ("BOOLEAN", {"default": False, "tooltip": "code in overlapping spatial tiles: 720p decodes in "
-                                                             "about 4 GiB instead of 11 (slower)"}),
+            "tiled": ("BOOLEAN", {"default": False, "tooltip": "code in overlapping spatial tiles: a 720p fp32 decode "
+                                                             "needs about 7 GiB instead of 22 (slower); the sampler "
+                                                             "tiles by itself when untiled would not fit"}),
             "tile": ("INT", {"default": 64, "min": 16, "max": 256, "step": 8, "tooltip": "tile side in latent cells "
                                                                                          "(8 px each)"}),
             "overlap": ("INT", {"default": 8, "min": 0, "max": 64, "tooltip": "tile overlap in latent cells"}),

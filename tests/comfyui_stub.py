@@ -98,7 +98,8 @@ class StubComfyUI:
                     prompt = request["prompt"]
                     if any(node["class_type"] == "Reject" for node in prompt.values()):
                         return self._json(400, {
-                            "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation"},
+                            "error": {"type": "prompt_outputs_failed_validation",
+                                      "message": "Prompt outputs failed validation"},
                             "node_errors": {"5": {"class_type": "Reject", "errors": [
                                 {"message": "Value not in list", "details": "mode: 'x' not in ['a']"}]}},
                         })
@@ -109,7 +110,7 @@ class StubComfyUI:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
 
     def store_upload(self, name: str, data: bytes, overwrite: bool) -> str:
         stem, dot, suffix = name.rpartition(".")
@@ -128,7 +129,8 @@ class StubComfyUI:
         names = set()
         for name in folders.get(folder, [folder]):
             root = self.models_dir / name
-            names |= {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()} if root.is_dir() else set()
+            if root.is_dir():
+                names |= {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
         return sorted(n for n in names if not n.endswith(".part"))
 
     def history(self, prompt_id: str) -> dict:

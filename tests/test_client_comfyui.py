@@ -68,6 +68,19 @@ def test_client_runs_an_image_workflow(comfyui, tmp_path, capsys):
     assert "running node" in captured.err  # progress came over the websocket
 
 
+def test_client_never_overwrites_a_file_in_comfyuis_input_folder(comfyui, tmp_path, capsys):
+    pixels = _gradient_image(tmp_path / "keep_me.png")
+    (comfyui.input_dir / "keep_me.png").write_bytes(b"a file someone else uploaded")
+    code = client.main(["--server", comfyui.url, "--workflow", str(_write(tmp_path, "invert.json", INVERT)),
+                        "--image", str(tmp_path / "keep_me.png"), "--out", str(tmp_path / "out"), "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert (comfyui.input_dir / "keep_me.png").read_bytes() == b"a file someone else uploaded"
+    assert (comfyui.input_dir / "keep_me (1).png").read_bytes() == (tmp_path / "keep_me.png").read_bytes()
+    (saved,) = [Path(line) for line in captured.out.splitlines()]
+    assert np.abs(np.asarray(Image.open(saved).convert("RGB")).astype(int) - (255 - pixels.astype(int))).max() <= 1
+
+
 def test_client_uploads_a_video_through_upload_image(comfyui, tmp_path, capsys):
     _tiny_video(tmp_path / "drive.mp4", frames=5)
     out = tmp_path / "out"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 
 import pytest
 
 from file_server import FileServer, Served
-from wan_animate.download import DownloadError, ProgressBar, content_range_total, download_file
+from wan_animate import download
+from wan_animate.download import DownloadError, ProgressBar, content_range_total, download_file, human_size
 
 BODY = bytes(range(256)) * 40  # 10240 bytes
 SHA = hashlib.sha256(BODY).hexdigest()
@@ -21,7 +23,7 @@ def files():
 
 
 def test_an_interrupted_download_resumes_with_a_range_request(files, tmp_path):
-    files.files["/model.safetensors"] = Served(BODY, cut_after=3000)
+    files.files["/model.safetensors"] = Served(BODY, cut_after=3000, headers={"ETag": f'"{SHA}"'})
     target = tmp_path / "models" / "vae" / "model.safetensors"
     with pytest.raises(DownloadError, match=r"broke after 3000 of 10240 bytes; run again to resume"):
         download_file(files.url + "/model.safetensors", target)
@@ -106,4 +108,23 @@ def test_progress_bar_prints_a_line_per_tenth_when_not_a_terminal():
     for done in range(0, 10241, 512):
         bar(done, 10240)
     lines = stream.getvalue().splitlines()
-    assert len(lines) == 11 and lines[-1].startswith("  vae.safetensors  100.0%")
+    bar(10240, 10240)  # the final report repeats the last count: no second line
+    assert len(lines) == 11 and len(stream.getvalue().splitlines()) == 11
+    assert lines[-1].startswith("  vae.safetensors  100.0%  10.2 kB / 10.2 kB  ")
+
+
+def test_only_http_sources_and_enough_free_space(files, tmp_path, monkeypatch):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not a model")
+    with pytest.raises(DownloadError, match="only http and https downloads are supported"):
+        download_file(secret.as_uri(), tmp_path / "models" / "m.bin")
+    files.files["/m.bin"] = Served(BODY)
+    monkeypatch.setattr(download.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**6, 10**6 - 4096, 4096))
+    with pytest.raises(DownloadError, match=r"has 4\.1 kB free; m\.bin needs 10\.2 kB more"):
+        download_file(files.url + "/m.bin", tmp_path / "m.bin")
+    assert not (tmp_path / "m.bin").exists()
+
+
+def test_human_size():
+    assert [human_size(n) for n in (999, 1000, 20_500_000, 35.2e9, 2e12)] == \
+        ["999 B", "1.0 kB", "20.5 MB", "35.2 GB", "2000.0 GB"]

@@ -200,6 +200,24 @@ def test_diff_and_diff_b_add_to_weights_and_biases(tmp_path):
     assert "blocks.1.modulation" in report.matched["d.safetensors"]
 
 
+def test_diff_m_adds_to_the_modulation(tmp_path):
+    """LightX2V distill LoRAs carry a block's modulation delta as `<block>.diff_m`."""
+    g = torch.Generator().manual_seed(5)
+    state = {"diffusion_model.blocks.0.diff_m": torch.randn(1, 6, 8, generator=g),
+             "diffusion_model.blocks.1.diff_m": torch.randn(1, 6, 8, generator=g),
+             "diffusion_model.blocks.1.ffn.0.diff_b": torch.randn(12, generator=g)}
+    model = tiny_model()
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+    expected["blocks.0.modulation"] += 0.7 * state["diffusion_model.blocks.0.diff_m"]
+    expected["blocks.1.modulation"] += 0.7 * state["diffusion_model.blocks.1.diff_m"]
+    expected["blocks.1.ffn.0.bias"] += 0.7 * state["diffusion_model.blocks.1.ffn.0.diff_b"]
+    lora = load_lora(save_safetensors(tmp_path, "distill.safetensors", state))
+    assert lora.ignored_keys == []
+    report = apply_loras(model, [(lora, 0.7)])
+    assert_weights(model, expected)
+    assert {"blocks.0.modulation", "blocks.1.modulation"} <= set(report.matched["distill.safetensors"])
+
+
 def test_conv_lora_merges_into_the_patch_embedding(tmp_path):
     g = torch.Generator().manual_seed(5)
     down, up = torch.randn(RANK, 4, 1, 2, 2, generator=g), torch.randn(8, RANK, 1, 1, 1, generator=g)

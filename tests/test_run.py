@@ -32,7 +32,8 @@ API = {
 def _ui(files_url: str) -> dict:
     return {"nodes": [
         {"id": 3, "type": "WanAnimateModelLoader", "properties": {"models": [
-            {"name": "dit.safetensors", "url": f"{files_url}/resolve/dit.safetensors", "directory": "diffusion_models"}]}},
+            {"name": "dit.safetensors", "url": f"{files_url}/resolve/dit.safetensors",
+             "directory": "diffusion_models"}]}},
         {"id": 4, "type": "WanAnimatePoseModelLoader", "properties": {"models": [
             {"name": "det.onnx", "url": f"{files_url}/det.onnx", "directory": "detection"}]}},
         {"id": 30, "type": "MarkdownNote", "properties": {}},
@@ -220,3 +221,13 @@ def test_a_comfyui_that_fails_to_start_shows_its_log(job, capsys):
     assert run.main(_args(tmp_path, comfyui, free_port())) == 1
     err = capsys.readouterr().err
     assert "ComfyUI exited with code 3 while starting" in err and "No module named torch" in err
+
+
+def test_a_foreign_pack_link_is_not_replaced(job, capsys):
+    tmp_path, comfyui, _ = job
+    (comfyui / "custom_nodes").mkdir()
+    (comfyui / "custom_nodes" / "comfyui-wan-animate").symlink_to(tmp_path / "wf", target_is_directory=True)
+    assert run.main(_args(tmp_path, comfyui, free_port())) == 1
+    err = capsys.readouterr().err
+    assert f"{comfyui / 'custom_nodes' / 'comfyui-wan-animate'} exists but is not this checkout" in err
+    assert (comfyui / "custom_nodes" / "comfyui-wan-animate").resolve() == tmp_path / "wf"

@@ -128,7 +128,7 @@ def test_offloaded_block_computes_on_a_copy_and_parks_on_the_host_buffer():
 def test_packed_block_keeps_every_parameter_and_buffer():
     block = Block(8, seed=3)
     before = {k: v.clone() for k, v in block.state_dict().items()}
-    packed = PackedBlock(block, pin=False)
+    packed = PackedBlock(block)
     assert len(packed.tensors) == len(before)  # params + buffers, fp8 weight and scale included
     for name, value in block.state_dict().items():
         assert value.dtype == before[name].dtype and value.shape == before[name].shape

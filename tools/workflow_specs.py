@@ -67,7 +67,7 @@ def graph(mode: str, dit: str = "bf16", loras: tuple[tuple[str, float], ...] = (
                                                   "weight_storage": storage, "attention": "sdpa",
                                                   "offload_blocks": offload, "prefetch_blocks": 1,
                                                   "compile": False}, models=(model(dit),)),
-        Node(2, "WanAnimateVAELoader", (0, 300), {"vae_name": MODELS["vae"][0], "dtype": "bf16", "tiled": tiled_vae,
+        Node(2, "WanAnimateVAELoader", (0, 300), {"vae_name": MODELS["vae"][0], "dtype": "fp32", "tiled": tiled_vae,
                                                   "tile": 64, "overlap": 8},
              models=(model("vae"),)),
         Node(3, "CLIPLoader", (0, 520), {"clip_name": MODELS["t5"][0], "type": "wan", "device": "default"},

@@ -36,7 +36,9 @@ def check_comfyui_folder(folder: Path) -> Path:
 
 
 def link_pack(comfyui: Path, pack: Path = REPO_ROOT) -> Path:
-    """The custom_nodes entry that is this pack, creating the symlink custom_nodes/comfyui-wan-animate if none is."""
+    """The custom_nodes entry that is this pack, creating the symlink custom_nodes/comfyui-wan-animate if none is.
+
+    `comfyui` is the folder holding custom_nodes/ (ComfyUI's own, or its --base-directory)."""
     custom_nodes = comfyui / "custom_nodes"
     custom_nodes.mkdir(exist_ok=True)
     pack = pack.resolve()
@@ -47,7 +49,11 @@ def link_pack(comfyui: Path, pack: Path = REPO_ROOT) -> Path:
     if link.is_symlink() or link.exists():
         raise ComfyUIStartError(f"{link} exists but is not this checkout ({pack}); remove it, or run this command "
                                 f"from that copy of the pack")
-    link.symlink_to(pack, target_is_directory=True)
+    try:
+        link.symlink_to(pack, target_is_directory=True)
+    except OSError as error:  # e.g. Windows without the right to create symlinks
+        raise ComfyUIStartError(f"cannot link {pack} into {custom_nodes} ({error}); clone or copy the pack there "
+                                f"instead") from error
     return link
 
 
@@ -112,7 +118,8 @@ def start_comfyui(comfyui: Path, port: int, log_dir: Path, python: str = sys.exe
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise ComfyUIStartError(f"ComfyUI exited with code {process.returncode} while starting "
-                                    f"({' '.join(command)}); last lines of {log_path}:\n{server.log_tail()}")
+                                    f"({' '.join(command)}; if {python} is not the Python your ComfyUI runs with, "
+                                    f"name that one with --python); last lines of {log_path}:\n{server.log_tail()}")
         if comfyui_answers(url):
             return server
         time.sleep(0.5)

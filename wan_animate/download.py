@@ -12,9 +12,11 @@ import hashlib
 import http.client
 import os
 import re
+import shutil
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,16 +71,17 @@ def content_range_total(value: str | None) -> tuple[int | None, int | None]:
     return start, total
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+def human_size(count: float) -> str:
+    """12345678 -> '12.3 MB' (decimal units, as download sites state sizes)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
 
 
 class ProgressBar:
-    """One status line on stderr: 'name  42%  1.10/2.60 GB  35.2 MB/s' (a line per 10% when not a terminal)."""
+    """One status line on stderr: 'name  42.0%  1.1 GB / 2.6 GB  35.2 MB/s' (a line per 10% when not a terminal)."""
 
     def __init__(self, label: str, stream=None):
         self.label = label
@@ -87,28 +90,31 @@ class ProgressBar:
         self.started = time.monotonic()
         self.last_draw = 0.0
         self.last_decile = -1
+        self.last_done = None
         self.first = None
 
     def __call__(self, done: int, total: int | None) -> None:
+        if done == self.last_done:
+            return
+        self.last_done = done
         now = time.monotonic()
         if self.first is None:
             self.first = done
+        finished = total is not None and done >= total
         percent = 100.0 * done / total if total else None
         if self.interactive:
-            if now - self.last_draw < 0.2 and done != total:
+            if now - self.last_draw < 0.2 and not finished:
                 return
         else:
-            decile = int(percent // 10) if percent is not None else int(done // (1 << 30))
-            if decile == self.last_decile and done != total:
+            decile = int(percent // 10) if percent is not None else done // 10**9
+            if decile == self.last_decile and not finished:
                 return
             self.last_decile = decile
         self.last_draw = now
-        rate = (done - self.first) / max(now - self.started, 1e-6) / 1e6
-        size = f"{done / 1e9:.2f}/{total / 1e9:.2f} GB" if total else f"{done / 1e9:.2f} GB"
-        text = f"  {self.label}  {percent:5.1f}%  {size}  {rate:.1f} MB/s" if percent is not None else \
-            f"  {self.label}  {size}  {rate:.1f} MB/s"
-        end = "\r" if self.interactive and done != total else "\n"
-        print(text, end=end, file=self.stream, flush=True)
+        rate = human_size((done - self.first) / max(now - self.started, 1e-3)) + "/s"
+        size = f"{human_size(done)} / {human_size(total)}" if total else human_size(done)
+        text = f"  {self.label}  " + (f"{percent:5.1f}%  " if percent is not None else "") + f"{size}  {rate}"
+        print(text, end="\r" if self.interactive and not finished else "\n", file=self.stream, flush=True)
 
 
 def download_file(
@@ -126,6 +132,8 @@ def download_file(
     is removed), or when `target` already exists (never overwritten).
     """
     target = Path(target)
+    if urllib.parse.urlparse(url).scheme not in ("http", "https"):
+        raise DownloadError(f"{url}: only http and https downloads are supported")
     if target.exists():
         raise DownloadError(f"{target} already exists; not downloading over it")
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -140,13 +148,13 @@ def download_file(
             expected_size = total
         elif total is not None and total != expected_size:
             raise DownloadError(f"{url}: the server sends {total} bytes, but the file is declared as {expected_size}")
-        _stream(response, part, have, expected_size, progress, url)
+        _check_free_space(part, have, expected_size)
+        actual = _stream(response, part, have, expected_size, progress, url)
     got = part.stat().st_size
     if expected_size is not None and got != expected_size:
         part.unlink()
         raise DownloadError(f"{url}: got {got} bytes, expected {expected_size}; removed {part.name}")
     if expected_hash is not None:
-        actual = file_sha256(part)
         if actual != expected_hash:
             part.unlink()
             raise DownloadError(f"{url}: sha256 {actual} does not match the published {expected_hash}; "
@@ -214,21 +222,43 @@ def _response_total(response, have: int) -> int | None:
     return int(length) if length and length.isdigit() else None
 
 
-def _stream(response, part: Path, have: int, total: int | None, progress, url: str) -> None:
-    """Append the body to `part` (or rewrite it when `have` is 0); a broken transfer keeps what arrived."""
+def _check_free_space(part: Path, have: int, total: int | None) -> None:
+    if total is None:
+        return
+    free = shutil.disk_usage(part.parent).free
+    if total - have > free:
+        raise DownloadError(f"{part.parent} has {human_size(free)} free; {part.name[:-5]} needs "
+                            f"{human_size(total - have)} more")
+
+
+def _stream(response, part: Path, have: int, total: int | None, progress, url: str) -> str:
+    """Append the body to `part` (or rewrite it when `have` is 0); returns the sha256 of the whole part file.
+
+    The bytes already in `part` are hashed first, so the file is read once. A broken transfer keeps what arrived.
+    """
+    digest = hashlib.sha256()
+    if have:
+        with open(part, "rb") as file:
+            while chunk := file.read(CHUNK):
+                digest.update(chunk)
     done = have
-    try:
-        with open(part, "ab" if have else "wb") as file:
-            while chunk := response.read(CHUNK):
-                file.write(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
-    except (http.client.IncompleteRead, OSError) as error:
-        raise DownloadError(f"{url}: the transfer broke after {done} bytes ({error.__class__.__name__}); "
-                            f"run again to resume from {part}") from error
+    with open(part, "ab" if have else "wb") as file:
+        while True:
+            try:
+                chunk = response.read(CHUNK)
+            except (http.client.IncompleteRead, OSError) as error:
+                raise DownloadError(f"{url}: the transfer broke after {done} bytes ({error.__class__.__name__}); "
+                                    f"run again to resume from {part}") from error
+            if not chunk:
+                break
+            file.write(chunk)
+            digest.update(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
     if total is not None and done < total:  # urllib returns b"" when the connection closes early
         raise DownloadError(f"{url}: the transfer broke after {done} of {total} bytes; run again to resume from "
                             f"{part}")
     if progress is not None:
         progress(done, total)
+    return digest.hexdigest()

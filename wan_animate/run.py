@@ -107,6 +107,7 @@ def missing_models(client: comfy.ComfyClient, models: list[ModelFile]) -> list[M
 
 
 def describe_missing(missing: list[ModelFile], comfyui: Path | None) -> str:
+    """The missing files with their URLs and folders; `comfyui` is the folder holding models/, None for a URL."""
     root = f"{comfyui / 'models'}" if comfyui is not None else "ComfyUI's models folder"
     lines = [f"{len(missing)} model file(s) the workflow needs are not in {root}:"]
     for m in missing:
@@ -165,6 +166,16 @@ class RunProgress:
             print(f"  {title}: {data.get('value')}/{data.get('max')}", file=sys.stderr, flush=True)
 
 
+def base_directory(comfyui: Path, comfyui_args: list[str]) -> Path:
+    """Where ComfyUI keeps custom_nodes/ and models/: its folder, or the --base-directory among its arguments."""
+    for index, arg in enumerate(comfyui_args):
+        if arg == "--base-directory" and index + 1 < len(comfyui_args):
+            return Path(comfyui_args[index + 1]).expanduser().resolve()
+        if arg.startswith("--base-directory="):
+            return Path(arg.split("=", 1)[1]).expanduser().resolve()
+    return comfyui
+
+
 def run(args: argparse.Namespace) -> list[Path]:
     """The whole job; returns the files written into --out."""
     say = (lambda text: None) if args.quiet else (lambda text: print(text, file=sys.stderr, flush=True))
@@ -177,6 +188,8 @@ def run(args: argparse.Namespace) -> list[Path]:
     if out_dir.exists() and not out_dir.is_dir():
         raise RunError(f"--out {out_dir} is a file, not a folder")
     comfyui = None if is_url(args.comfyui) else check_comfyui_folder(Path(args.comfyui))
+    comfyui_args = shlex.split(args.comfyui_args)
+    base = base_directory(comfyui, comfyui_args) if comfyui is not None else None
     started: StartedComfyUI | None = None
     try:
         if comfyui is None:
@@ -189,15 +202,15 @@ def run(args: argparse.Namespace) -> list[Path]:
             if state:
                 say(f"using the ComfyUI already running at {url}")
             else:
-                link = link_pack(comfyui)
-                say(f"starting ComfyUI in {comfyui} on {url} (pack: custom_nodes/{link.name}) ...")
-                started = start_comfyui(comfyui, args.port, out_dir, args.python, shlex.split(args.comfyui_args),
+                link = link_pack(base)
+                say(f"starting ComfyUI in {comfyui} on {url} (pack: {link}) ...")
+                started = start_comfyui(comfyui, args.port, out_dir, args.python, comfyui_args,
                                         timeout=args.startup_timeout)
                 say(f"ComfyUI is up; its log is {started.log_path}")
         client = comfy.ComfyClient(url, timeout=args.http_timeout)
         client.check_server()
         check_nodes(client, choice.api)
-        ensure_models(client, choice.models, comfyui, args.download, args.quiet)
+        ensure_models(client, choice.models, base, args.download, args.quiet)
         uploads = {kind: client.upload(path, kind) for kind, path in files.items()}
         patched = comfy.patch_workflow(choice.api, uploads, explicit, assignments)
         say(f"queueing {choice.api_path.name} with {uploads['image']} and {uploads['video']}")
@@ -224,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=8188, help="port of the local ComfyUI to use or start")
     parser.add_argument("--python", default=sys.executable, help="Python that runs ComfyUI (default: this one)")
     parser.add_argument("--comfyui-args", default="", metavar="ARGS",
-                        help="extra arguments for a ComfyUI this command starts, e.g. --comfyui-args='--lowvram'")
+                        help="extra arguments for a ComfyUI this command starts, e.g. --comfyui-args='--lowvram'; "
+                             "with --base-directory the pack is linked and models are downloaded there")
     parser.add_argument("--set", action="append", default=[], metavar="ID.INPUT=VALUE",
                         help="override one node input of the API workflow (VALUE parsed as JSON); repeatable")
     parser.add_argument("--image-node", help="ID or ID.INPUT that receives the image (default: found by rule)")

@@ -14,7 +14,8 @@ class UnsafePath(ValueError):
 
 
 def confined_path(root: Path, *names: str) -> Path:
-    """root/names..., refusing names that are absolute, contain `..`, a NUL, or resolve (symlinks followed) outside root.
+    """root/names..., refusing names that are absolute, contain `..` or a NUL, or resolve (symlinks followed) outside
+    root.
 
     Both '/' and '\\' separate components, so a server cannot slip a Windows path past a POSIX check or vice versa.
     """

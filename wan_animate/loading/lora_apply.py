@@ -5,6 +5,11 @@ bias += s * diff_b. Ordinary weights are merged in place: the sum is formed in f
 weight's dtype, all LoRAs of one call summed before the single write-back. fp8 layers keep the delta unmerged and
 exact (see `lora_fp8`). Stacking: call `apply_loras` once with several LoRAs, or several times.
 
+Run-time application (`apply_loras(..., runtime=True)`, what `DiTHandle` uses): low-rank and dense deltas on plain
+Linear layers are kept beside the untouched weight and added at every call (see `lora_runtime`), like fp8 layers;
+only the remaining small targets (biases, norms, modulation, convolutions) are merged, with their originals kept. The
+model's Linear weights are never written, so removing or changing a LoRA is exact and copies no large tensor.
+
 Undo (to change strengths without reloading the model): `apply_loras(..., keep_originals=True)` (the default) copies
 each merged weight to the CPU before changing it, and `remove_loras(model, report)` puts them back bit-exactly and
 detaches its fp8 deltas. Removals go in reverse order of application (checked); `remove_all_loras(model)` undoes every
@@ -25,6 +30,7 @@ import torch.nn as nn
 from ..runtime.fp8 import FP8Linear, is_fp8
 from .lora_format import LoRA, LoraTarget, guess_lora_family
 from .lora_fp8 import add_fp8_delta, remove_fp8_delta
+from .lora_runtime import LoraLinear, add_linear_delta, remove_linear_delta
 
 _APPLIED_ATTR = "_wan_animate_lora_reports"
 
@@ -41,6 +47,7 @@ class LoraReport:
     merged: list[str] = field(default_factory=list, repr=False)  # parameters changed in place
     originals: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # parameter -> value before (CPU)
     fp8_entries: list[tuple[str, str]] = field(default_factory=list, repr=False)  # (layer name, delta entry)
+    runtime_entries: list[tuple[str, str]] = field(default_factory=list, repr=False)  # on plain Linear layers
 
     def summary(self) -> str:
         lines = []
@@ -65,14 +72,20 @@ class _Change:
     dense: torch.Tensor | None = None
 
 
-def apply_loras(model: nn.Module, loras: list[tuple[LoRA, float]], keep_originals: bool = True) -> LoraReport:
+def apply_loras(
+    model: nn.Module, loras: list[tuple[LoRA, float]], keep_originals: bool = True, runtime: bool = False
+) -> LoraReport:
     """Apply `(lora, strength)` pairs in order. Everything is validated before any weight changes.
+
+    runtime: keep the deltas of plain Linear layers unmerged (exact undo without copies; see the module docstring);
+    the other merged targets then always keep their originals.
 
     Raises ValueError when a LoRA matches no layer of the model, or when a delta's shape differs from its target's.
     """
     modules = dict(model.named_modules())
     params = dict(model.named_parameters())
     flat_names = {name.replace(".", "_"): name for name in modules if name}
+    keep_originals = keep_originals or runtime
     report = LoraReport(can_undo=keep_originals, requested=[(lora.name, float(s)) for lora, s in loras])
     changes: list[_Change] = []
     for lora, strength in loras:
@@ -100,6 +113,11 @@ def apply_loras(model: nn.Module, loras: list[tuple[LoRA, float]], keep_original
                 entry = f"lora{len(applied)}_{number}"
                 add_fp8_delta(layer, entry, change.factor, up=change.up, down=change.down, dense=change.dense)
                 report.fp8_entries.append((layer_name, entry))
+        elif runtime and leaf == "weight" and type(layer) in (nn.Linear, LoraLinear):
+            for number, change in enumerate(param_changes):
+                entry = f"lora{len(applied)}_{number}"
+                add_linear_delta(layer, entry, change.factor, up=change.up, down=change.down, dense=change.dense)
+                report.runtime_entries.append((layer_name, entry))
         else:
             _merge(params[param_name], param_changes, report, keep_originals)
     setattr(model, _APPLIED_ATTR, applied + [report])
@@ -125,6 +143,8 @@ def remove_loras(model: nn.Module, report: LoraReport) -> None:
             params[param_name].copy_(original)
     for layer_name, entry in report.fp8_entries:
         remove_fp8_delta(model.get_submodule(layer_name), entry)
+    for layer_name, entry in report.runtime_entries:
+        remove_linear_delta(model.get_submodule(layer_name), entry)
     setattr(model, _APPLIED_ATTR, applied[:-1])
 
 

@@ -10,8 +10,9 @@ Layouts understood (any mix, per key):
   `lora_unet_blocks_0_self_attn_q` underscore names (resolved against the model's modules when applied).
 - diffusers Wan names (`transformer.blocks.0.attn1.to_q.lora_A.weight`), mapped to the original names
   (`lora_diffusers`).
-- full deltas as distillation LoRAs ship them: `<module>.diff` (added to the weight, e.g. a norm's) and
-  `<module>.diff_b` (added to the bias).
+- full deltas as distillation LoRAs ship them: `<module>.diff` (added to the weight, e.g. a norm's),
+  `<module>.diff_b` (added to the bias) and `<module>.diff_m` (LightX2V: added to the module's `modulation`
+  parameter, e.g. `blocks.0.diff_m` to `blocks.0.modulation`).
 """
 from __future__ import annotations
 
@@ -114,6 +115,8 @@ def _parse_key(key: str) -> tuple[str, str] | None:
     if factor:
         kind = factor.group("kind")
         return factor.group("target"), "down" if kind in ("A", "down") else "up"
+    if key.endswith(".diff_m"):  # a delta of the module's modulation parameter: a `diff` of that parameter
+        return key[: -len(".diff_m")] + ".modulation", "diff"
     for suffix, field_name in ((".diff_b", "diff_b"), (".diff", "diff"), (".alpha", "alpha")):
         if key.endswith(suffix):
             return key[: -len(suffix)], field_name

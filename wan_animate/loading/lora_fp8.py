@@ -52,11 +52,12 @@ def add_fp8_delta(
     if entry in layer.lora_deltas:
         raise ValueError(f"fp8 LoRA delta '{entry}' is already attached to this layer")
     device = layer.weight.device
+    # detach(): buffers of their own (offloading re-points their data), sharing storage with the parsed LoRA
     if dense is not None:
-        layer.register_buffer(f"{entry}_dense", dense.to(device), persistent=False)
+        layer.register_buffer(f"{entry}_dense", dense.to(device).detach(), persistent=False)
     else:
-        layer.register_buffer(f"{entry}_up", up.to(device), persistent=False)
-        layer.register_buffer(f"{entry}_down", down.to(device), persistent=False)
+        layer.register_buffer(f"{entry}_up", up.to(device).detach(), persistent=False)
+        layer.register_buffer(f"{entry}_down", down.to(device).detach(), persistent=False)
     layer.lora_deltas[entry] = factor
 
 

@@ -2,8 +2,13 @@
 
 ComfyUI passes the same handle from the loader node to LoRA nodes and the sampler. LoRA nodes do not touch weights:
 they return a handle that asks for one more LoRA. The sampler calls `activate`, which loads the model once, brings
-the LoRAs on it in line with what the handle asks for (reloading it when a different stack was merged), places it on
-the device (resident, or with its last blocks streamed from host memory), and afterwards parks it back in host memory.
+the LoRAs on it in line with what the handle asks for, places it on the device (resident, or with its last blocks
+streamed from host memory), and afterwards parks it back in host memory.
+
+LoRAs are applied at run time (`apply_loras(..., runtime=True)`): the Linear weights read from the file are never
+written, so a handle with another stack (other strengths, a LoRA removed or added) switches by detaching and
+attaching LoRA factors; the checkpoint is read once and one copy of the model exists in host memory. The LoRA files
+of the current stack stay parsed in memory, so a strength change reads no file at all.
 """
 from __future__ import annotations
 
@@ -18,11 +23,16 @@ from ..model.dit import WanAnimateDiT
 from ..runtime.attention import attention_backend
 from ..runtime.compile import compile_blocks, is_compiled, uncompile_blocks
 from ..runtime.devices import free_memory_bytes, release_cached_memory
-from ..runtime.memory import block_bytes, estimate_activation_bytes, module_bytes, resolve_offload_count
-from ..runtime.offload import enable_block_offload
-from .dit import load_dit
-from .lora import load_lora
-from .lora_apply import apply_loras
+from ..runtime.memory import (MemoryPlanError, block_bytes, estimate_activation_bytes, module_bytes,
+                              resolve_offload_count, vram_need)
+from ..runtime.offload import BlockOffloader, enable_block_offload
+from ..runtime.oom import explain_oom
+from ..runtime.pinned import PinningPolicy
+from ..pipeline.resume import file_identity
+from .dit import _expand_shard, load_dit
+from .lora import LoRA, load_lora
+from .lora_apply import apply_loras, remove_all_loras
+from .state_dict import checkpoint_files
 
 log = logging.getLogger(__name__)
 STORAGE = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn}
@@ -30,7 +40,11 @@ STORAGE = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn}
 
 @dataclass(frozen=True)
 class DiTOptions:
-    """How the DiT is stored and run. offload: "auto" or the number of blocks streamed from host memory."""
+    """How the DiT is stored and run. offload: "auto" or the number of blocks streamed from host memory (per GPU).
+
+    gpus > 1: sampling runs in that many worker processes, one per GPU, splitting each step's tokens between them
+    (wan_animate.distributed).
+    """
 
     dtype: torch.dtype = torch.bfloat16
     storage: str = "default"
@@ -38,19 +52,23 @@ class DiTOptions:
     offload: int | str = 0
     prefetch: int = 1
     compile: bool = False
+    gpus: int = 1
 
     def __post_init__(self) -> None:
         if self.storage not in STORAGE:
             raise ValueError(f"weight storage is {self.storage!r}; expected one of {sorted(STORAGE)}")
+        if self.gpus < 1:
+            raise ValueError(f"gpus is {self.gpus}; expected 1 or more")
 
 
 @dataclass
 class _Loaded:
-    """The model behind every handle of one loader output, and the LoRAs currently merged into it."""
+    """The model behind every handle of one loader output, and the LoRAs currently applied to it."""
 
     model: WanAnimateDiT | None = None
     loras: tuple[tuple[str, float], ...] = ()
     lora_summary: str = ""
+    lora_files: dict[str, tuple[dict, LoRA]] = field(default_factory=dict)  # path -> (file identity, parsed LoRA)
 
 
 @dataclass(frozen=True)
@@ -76,62 +94,145 @@ class DiTHandle:
     def sync_loras(self) -> str:
         """Make the model carry exactly this handle's LoRAs; returns a summary of what they changed.
 
-        LoRAs are merged without keeping a copy of the original weights (for the 14B model that copy would take tens
-        of GB of host memory), so a stack that differs from the one merged reloads the model from its file first.
+        A different stack is switched exactly: the current LoRAs are detached (their merged small targets restored
+        from their originals), this handle's attached. Neither reloads the model.
         """
-        if self._shared.loras != self.loras:
-            if self._shared.loras:
-                self._shared.model = None
-            self._shared.loras, self._shared.lora_summary = (), ""
-            model = self.model()
+        shared = self._shared
+        model = self.model()
+        if shared.loras != self.loras:
+            remove_all_loras(model)
+            shared.loras, shared.lora_summary = (), ""
             if self.loras:
-                loras = [(load_lora(path), strength) for path, strength in self.loras]
-                self._shared.lora_summary = apply_loras(model, loras, keep_originals=False).summary()
-                log.info("LoRAs applied:\n%s", self._shared.lora_summary)
-            self._shared.loras = self.loras
-        return self._shared.lora_summary
+                loras = [(self._lora(path), strength) for path, strength in self.loras]
+                shared.lora_summary = apply_loras(model, loras, runtime=True).summary()
+                log.info("LoRAs applied:\n%s", shared.lora_summary)
+            shared.lora_files = {path: shared.lora_files[path] for path, _ in self.loras}
+            shared.loras = self.loras
+        return shared.lora_summary
+
+    def _lora(self, path: str) -> LoRA:
+        """The parsed LoRA file, read again only when the file changed since it was parsed."""
+        identity = file_identity(path)
+        cached = self._shared.lora_files.get(path)
+        if cached is None or cached[0] != identity:
+            cached = (identity, load_lora(path))
+            self._shared.lora_files[path] = cached
+        return cached[1]
+
+    def identity(self) -> dict[str, object]:
+        """What determines this handle's model: the checkpoint files' identities, dtype, storage and the LoRA stack
+        (each file's identity and strength); for resume keys."""
+        return {
+            "files": [file_identity(f) for f in checkpoint_files(_expand_shard(self.path))],
+            "dtype": str(self.options.dtype),
+            "storage": self.options.storage,
+            "loras": [{"file": file_identity(path), "strength": strength} for path, strength in self.loras],
+        }
 
     def release(self) -> None:
         """Forget the loaded model (ComfyUI unloaded the node's output)."""
         self._shared.model = None
         self._shared.loras = ()
+        self._shared.lora_summary = ""
+        self._shared.lora_files = {}
         release_cached_memory()
 
     @contextmanager
-    def activate(self, device: torch.device | str, tokens: int) -> Iterator[WanAnimateDiT]:
-        """The model with its LoRAs, ready to run `tokens`-token forwards on `device`; parked in host memory after."""
-        model = self.model()
+    def activate(
+        self,
+        device: torch.device | str,
+        tokens: int,
+        workspace_bytes: int = 0,
+        pinning: PinningPolicy | None = None,
+    ) -> Iterator[WanAnimateDiT]:
+        """The model with its LoRAs, ready to run `tokens`-token forwards on `device`; parked in host memory after.
+
+        `workspace_bytes`: peak VRAM of other work done while the model is placed (the VAE coding between
+        segments); the offload plan reserves the larger of it and the DiT's activations. `pinning`: how offloaded
+        blocks may use page-locked host memory (ComfyUI's switch and budget; default: pin without a limit).
+        If placing fails (out of GPU or host memory), everything placed so far is moved back before the error
+        propagates, so device memory is back where it was and the next run starts clean.
+        """
         self.sync_loras()
+        model = self.model()
         device = torch.device(device)
-        offloader = None
-        if device.type == "cuda":
-            offloader = self._place_on_gpu(model, device, tokens)
-        if self.options.compile and not is_compiled(model.blocks[0]):
-            compile_blocks(model.blocks, device=device)
+        offloader = self._place(model, device, tokens, workspace_bytes, pinning)
         try:
             with attention_backend(self.options.attention):
                 yield model
         finally:
-            if offloader is not None:
-                offloader.remove()
-            if device.type == "cuda":
-                model.to("cpu")
-                release_cached_memory()
-            if not self.options.compile and is_compiled(model.blocks[0]):
-                uncompile_blocks(model.blocks)
+            self._park(model, device, offloader)
 
-    def _place_on_gpu(self, model: WanAnimateDiT, device: torch.device, tokens: int):
-        config = model.config
+    def fits(self, device: torch.device | str, tokens: int, workspace_bytes: int = 0) -> bool:
+        """Whether the model, placed as the options say, leaves room for `tokens`-token forwards and
+        `workspace_bytes` of other work in the free memory of CUDA `device`."""
+        device = torch.device(device)
+        model = self.model()
         sizes = block_bytes(model.blocks)
-        count = resolve_offload_count(
+        try:
+            count = self._offload_count(model, device, tokens, workspace_bytes)
+        except MemoryPlanError:
+            return False
+        need = vram_need(sizes, count, self._reserve_bytes(model, tokens, workspace_bytes),
+                         module_bytes(model) - sum(sizes), self.options.prefetch)
+        return need.total <= free_memory_bytes(device)
+
+    def _place(
+        self, model: WanAnimateDiT, device: torch.device, tokens: int, workspace_bytes: int,
+        pinning: PinningPolicy | None,
+    ) -> BlockOffloader | None:
+        offloader = None
+        settings = {"offload_blocks": self.options.offload, "weight_storage": self.options.storage, "tokens": tokens}
+        try:
+            with explain_oom("placing the model on the GPU", settings, free=_nothing, device=device):
+                if device.type == "cuda":
+                    count = self._offload_count(model, device, tokens, workspace_bytes)
+                    if count == 0:
+                        model.to(device)
+                    else:
+                        offloader = enable_block_offload(model, device, count, self.options.prefetch,
+                                                         pinning=pinning)
+                if self.options.compile and not is_compiled(model.blocks[0]):
+                    compile_blocks(model.blocks, device=device)
+        except BaseException as error:
+            self._park(model, device, offloader)
+            if isinstance(error, RuntimeError) and _HOST_OOM in str(error):
+                raise RuntimeError(
+                    f"Out of host memory while preparing {self.options.offload} offloaded transformer blocks "
+                    f"({error}). Offload fewer blocks (offload_blocks), store the weights in fp8 (weight_storage), "
+                    "or close other programs.") from error
+            raise
+        return offloader
+
+    def _park(self, model: WanAnimateDiT, device: torch.device, offloader: BlockOffloader | None) -> None:
+        """Undo `_place`: hooks removed, host buffers unpinned, every tensor back in host memory, cache emptied."""
+        if offloader is not None:
+            offloader.remove()
+        if device.type == "cuda":
+            model.to("cpu")
+            release_cached_memory()
+        if not self.options.compile and is_compiled(model.blocks[0]):
+            uncompile_blocks(model.blocks)
+
+    def _reserve_bytes(self, model: WanAnimateDiT, tokens: int, workspace_bytes: int) -> int:
+        """VRAM kept free for work besides the weights: the DiT's activations or `workspace_bytes`, the larger."""
+        config = model.config
+        return max(estimate_activation_bytes(tokens, config.dim, config.ffn_dim, self.options.dtype), workspace_bytes)
+
+    def _offload_count(self, model: WanAnimateDiT, device: torch.device, tokens: int, workspace_bytes: int) -> int:
+        sizes = block_bytes(model.blocks)
+        return resolve_offload_count(
             self.options.offload,
             sizes,
             free_bytes=free_memory_bytes(device),
-            activation_bytes=estimate_activation_bytes(tokens, config.dim, config.ffn_dim, self.options.dtype),
+            activation_bytes=self._reserve_bytes(model, tokens, workspace_bytes),
             other_bytes=module_bytes(model) - sum(sizes),
             prefetch=self.options.prefetch,
         )
-        if count == 0:
-            model.to(device)
-            return None
-        return enable_block_offload(model, device, count, self.options.prefetch)
+
+
+_HOST_OOM = "can't allocate memory"  # the message of PyTorch's CPU allocator when host memory runs out
+
+
+def _nothing() -> None:
+    """`explain_oom`'s free step when the caller frees memory itself (after moving the model back)."""

@@ -66,6 +66,22 @@ class WanAnimateConfig:
             raise ValueError(f"dim {self.dim} must split into {self.num_heads} heads of an even size")
 
 
+@dataclass
+class StepInputs:
+    """The embedded inputs of one forward: video tokens [1, L, dim] (frame-major over `grid` = (T, h', w')), time
+    embedding [1, dim] and modulation [1, 6, dim], CLIP and text context tokens, RoPE cos/sin [L, 1, head_dim / 2] and
+    motion_vec [1, T, heads + 1, dim]."""
+
+    tokens: torch.Tensor
+    grid: tuple[int, int, int]
+    time_emb: torch.Tensor
+    time_mod: torch.Tensor
+    context_img: torch.Tensor
+    context_text: torch.Tensor
+    rope: tuple[torch.Tensor, torch.Tensor]
+    motion_vec: torch.Tensor
+
+
 def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
     """Timesteps [B] -> [B, dim] float32: cos then sin of t * 10000^(-i / (dim/2)), formed in float64."""
     half = dim // 2
@@ -150,6 +166,27 @@ class WanAnimateDiT(nn.Module):
         clip_fea [1, 257, clip_dim], y [in_dim - 16, T, h, w] mask + condition, pose_latents [16, T - 1, h, w],
         motion_vec [1, T, heads + 1, dim] from `encode_face`. Returns [out_dim, T, h, w] float32.
         """
+        step = self.prepare(x, t, context, clip_fea, y, pose_latents, motion_vec)
+        tokens = step.tokens
+        interval = self.config.face_block_interval
+        for index, block in enumerate(self.blocks):
+            tokens = block(tokens, step.time_mod, step.context_img, step.context_text, step.rope)
+            if index % interval == 0:
+                tokens = tokens + self.face_adapter.fuser_blocks[index // interval](tokens, step.motion_vec).float()
+
+        return self.unpatchify(self.head(tokens, step.time_emb)[0], step.grid)
+
+    def prepare(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor,
+        clip_fea: torch.Tensor,
+        y: torch.Tensor,
+        pose_latents: torch.Tensor,
+        motion_vec: torch.Tensor,
+    ) -> "StepInputs":
+        """Check the inputs of `forward` and embed them: everything the transformer blocks take."""
         self._check_inputs(x, t, context, clip_fea, y, pose_latents, motion_vec)
         dtype, device = self.compute_dtype, self.device
 
@@ -161,18 +198,16 @@ class WanAnimateDiT(nn.Module):
         tokens = tokens.flatten(2).transpose(1, 2)  # [1, L, dim]
 
         time_emb, time_mod = self._time_embedding(t.to(device))
-        context_img = self.img_emb(clip_fea.to(device), dtype)  # [1, 257, dim]
-        context_text = self._text_context(context.to(device), dtype)  # [1, text_len, dim]
-        rope = rope_cos_sin(self.config.head_dim, grid, device)
-        motion_vec = motion_vec.to(device=device, dtype=dtype)
-
-        interval = self.config.face_block_interval
-        for index, block in enumerate(self.blocks):
-            tokens = block(tokens, time_mod, context_img, context_text, rope)
-            if index % interval == 0:
-                tokens = tokens + self.face_adapter.fuser_blocks[index // interval](tokens, motion_vec).float()
-
-        return self._unpatchify(self.head(tokens, time_emb)[0], grid)
+        return StepInputs(
+            tokens=tokens,
+            grid=grid,
+            time_emb=time_emb,
+            time_mod=time_mod,
+            context_img=self.img_emb(clip_fea.to(device), dtype),  # [1, 257, dim]
+            context_text=self._text_context(context.to(device), dtype),  # [1, text_len, dim]
+            rope=rope_cos_sin(self.config.head_dim, grid, device),
+            motion_vec=motion_vec.to(device=device, dtype=dtype),
+        )
 
     def _time_embedding(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """t [1] -> (embedding [1, dim], block modulation [1, 6, dim]), float32."""
@@ -187,7 +222,7 @@ class WanAnimateDiT(nn.Module):
         padded[: context.shape[0]] = context
         return self.text_embedding(padded.to(dtype)[None])
 
-    def _unpatchify(self, patches: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    def unpatchify(self, patches: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """[L, out_dim * pt * ph * pw] -> [out_dim, T, h, w]."""
         pt, ph, pw = self.config.patch_size
         frames, rows, cols = grid

@@ -65,7 +65,11 @@ class SelfAttention(AttentionProjections):
         q = apply_rope(self.norm_q(self.q(x)).unflatten(-1, heads), *rope).to(x.dtype)  # [B, L, H, D]
         k = apply_rope(self.norm_k(self.k(x)).unflatten(-1, heads), *rope).to(x.dtype)
         v = self.v(x).unflatten(-1, heads)
-        return self.o(attention(q, k, v).flatten(-2))
+        return self.o(self.attend(q, k, v).flatten(-2))
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """The attention core, [B, L, H, D] -> [B, L, H, D]; sequence-parallel runs replace it per instance."""
+        return attention(q, k, v)
 
 
 class CrossAttention(AttentionProjections):

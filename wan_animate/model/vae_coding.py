@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..runtime.memory import estimate_vae_bytes
 from .vae import DEFAULT_OVERLAP, DEFAULT_TILE, WanVAE
 
 
@@ -20,6 +21,11 @@ class VAECoder:
     def __post_init__(self) -> None:
         if self.tiled and not 0 <= self.overlap < self.tile:
             raise ValueError(f"VAE tile overlap is {self.overlap}; expected 0 <= overlap < tile ({self.tile})")
+
+    def workspace_bytes(self, frames: int, height: int, width: int) -> int:
+        """Estimated peak VRAM of coding a `frames`-frame height x width video with these options."""
+        tile = self.tile * self.vae.config.spatial_stride if self.tiled else None
+        return estimate_vae_bytes(self.vae.config.dim, frames, height, width, self.vae.dtype, tile)
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         return self.vae.encode(video, tiled=self.tiled, tile=self.tile, overlap=self.overlap)

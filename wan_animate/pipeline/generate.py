@@ -72,6 +72,7 @@ class GenerationSettings:
     prompt but a black face, adding (face_guide_scale - 1) * (cond - cond_without_face) (not in the official code).
     colour_correction: match each segment's colour to the previous one in the guidance frames (see color.py).
     resume_dir: folder where finished segments are kept so that a re-run continues (see resume.py).
+    models: identity of the DiT file, its storage, LoRAs and the VAE (`resume.models_identity`), part of the resume key.
     """
 
     mode: str = "animate"
@@ -85,6 +86,7 @@ class GenerationSettings:
     seed: int = 0
     colour_correction: bool = False
     resume_dir: str | None = None
+    models: str = ""
 
     def validate(self) -> None:
         if self.mode not in MODES:

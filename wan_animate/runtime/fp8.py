@@ -74,7 +74,11 @@ def quantize(weight: torch.Tensor, fp8_dtype: torch.dtype = torch.float8_e4m3fn)
 
 
 def linear_weight(layer: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
-    """A Linear layer's effective weight in `dtype`, dequantised when it is an FP8Linear."""
+    """A Linear layer's effective weight in `dtype`: dequantised when it is an FP8Linear, with its run-time LoRA deltas
+    when it carries them (a layer with an `effective_weight(dtype)` method)."""
+    effective = getattr(layer, "effective_weight", None)
+    if effective is not None:
+        return effective(dtype)
     if isinstance(layer, FP8Linear):
         return layer.dequantized_weight(dtype)
     return layer.weight.to(dtype)

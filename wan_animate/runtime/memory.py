@@ -195,3 +195,31 @@ def plan_offload_for_model(
     other = module_bytes(model) - sum(sizes)
     activations = estimate_activation_bytes(tokens, model.config.dim, model.config.ffn_dim, dtype)
     return plan_offload(sizes, free_bytes, activations, other, prefetch, margin_bytes)
+
+
+VAE_CHUNK_FRAMES = 4  # the VAE codes one latent frame (4 video frames) at a time
+VAE_PEAK_FACTOR = 16  # peak bytes / one full-resolution feature map of the first stage: (dim, 4 frames, H, W)
+
+
+def estimate_vae_bytes(
+    vae_dim: int,
+    frames: int,
+    height: int,
+    width: int,
+    dtype: torch.dtype = torch.float32,
+    tile_pixels: int | None = None,
+) -> int:
+    """Peak VRAM of VAE-coding a `frames`-frame video of height x width (besides the VAE's weights).
+
+    The VAE runs one chunk of 4 frames at a time; its largest activations are at full resolution, where a feature
+    map has `vae_dim` channels (96 for the released VAE). The peak is VAE_PEAK_FACTOR such maps (residual input and
+    output, normalised copy, causal-cache concatenation, padding and the convolution's workspace), which gives the
+    ~21 GiB measured for an untiled float32 decode at 1280x720 (about half of it in bf16). With tiling
+    (`tile_pixels` = tile side in pixels) the maps are one tile in size. The whole video, float32, is on the device
+    too (input of an encode, output of a decode).
+    """
+    element = torch.empty((), dtype=dtype).element_size()
+    tile_h, tile_w = (height, width) if tile_pixels is None else (min(tile_pixels, height), min(tile_pixels, width))
+    feature_map = vae_dim * VAE_CHUNK_FRAMES * tile_h * tile_w * element
+    video = 3 * frames * height * width * 4
+    return int(VAE_PEAK_FACTOR * feature_map + video)

@@ -21,8 +21,11 @@ Enable offloading after the weights are final (loaded, LoRA merged): a layer tha
 buffer objects (e.g. `FP8Linear.set_weight`) is not seen by the packed copy; call `remove()` and offload again.
 
 On CPU and other non-CUDA devices the same scheduling runs with synchronous copies, which is what the tests exercise.
-Host buffers are allocated with `pin_memory=True`; PyTorch's pinned allocator rounds each allocation up to a power of
-two, so host memory use can be up to ~2x the offloaded bytes (about 1.33x for the 14B blocks, bf16 or fp8).
+
+Host memory: each offloaded block's buffer is an ordinary host allocation of exactly its packed size, page-locked in
+place for the offloader's lifetime (see pinned.py: within the caller's `PinningPolicy`, pageable with a log line when
+pinning fails). `remove()` unpins the buffers; the block's tensors stay views of them, so the memory is freed with the
+model, and a later offloader over the same blocks reuses the buffers instead of packing a second copy.
 """
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .devices import pinned_memory_available, resolve_device
+from .devices import resolve_device
+from .pinned import CudaHostPinner, HostPinner, PinnedSet, PinningPolicy
 
 ALIGN_BYTES = 64
 EventCallback = Callable[[str, int], None]
@@ -79,9 +83,13 @@ class OffloadStats:
 
 
 class PackedBlock:
-    """One module's parameters and buffers packed into a single flat uint8 host buffer."""
+    """One module's parameters and buffers packed into a single flat uint8 host buffer.
 
-    def __init__(self, module: nn.Module, pin: bool):
+    When the module's tensors already are views of one host buffer in this layout (packed by an earlier offloader),
+    that buffer is reused as is: no copy, no second allocation.
+    """
+
+    def __init__(self, module: nn.Module):
         self.tensors = _unique_tensors(module)
         self.layout: list[tuple[int, int]] = []  # (byte offset, byte count) per tensor
         offset = 0
@@ -89,12 +97,29 @@ class PackedBlock:
             nbytes = tensor.numel() * tensor.element_size()
             self.layout.append((offset, nbytes))
             offset += -(-nbytes // ALIGN_BYTES) * ALIGN_BYTES
-        self.host = torch.empty(offset, dtype=torch.uint8, pin_memory=pin)
+        existing = self._packed_buffer(offset)
+        self.reused = existing is not None
+        self.host = existing if existing is not None else torch.empty(offset, dtype=torch.uint8)
         self.host_views = self.views(self.host)
-        with torch.no_grad():
-            for tensor, view in zip(self.tensors, self.host_views):
-                view.copy_(tensor.detach())
-        self.attach(self.host_views)
+        if not self.reused:
+            with torch.no_grad():
+                for tensor, view in zip(self.tensors, self.host_views):
+                    view.copy_(tensor.detach())
+            self.attach(self.host_views)
+
+    def _packed_buffer(self, size: int) -> torch.Tensor | None:
+        """The host buffer of `size` bytes the tensors are already laid out in, or None."""
+        if not self.tensors or self.tensors[0].device.type != "cpu":
+            return None
+        storage = self.tensors[0].untyped_storage()
+        base = storage.data_ptr()
+        if storage.nbytes() != size:
+            return None
+        for tensor, (offset, _nbytes) in zip(self.tensors, self.layout):
+            if (tensor.device.type != "cpu" or not tensor.is_contiguous()
+                    or tensor.untyped_storage().data_ptr() != base or tensor.data_ptr() - base != offset):
+                return None
+        return torch.empty(0, dtype=torch.uint8).set_(storage, 0, (size,), (1,))
 
     @property
     def nbytes(self) -> int:
@@ -119,6 +144,11 @@ class BlockOffloader:
     Non-offloaded blocks are moved to `device` and stay there. `on_event(kind, index)` is called with kind "upload"
     (a prefetch started), "load" (an on-demand copy for a block that was not prefetched), "release" and "wait" (the
     CPU waited for the device to finish with released block `index` before uploading another).
+
+    `pinning` (default: pin without a budget when `device` is CUDA) and `pinner` (default: cudaHostRegister on CUDA,
+    none elsewhere) decide which host buffers are page-locked. If construction fails part way (out of memory moving
+    a resident block, ...), the buffers pinned so far are unpinned before the error propagates; the caller moves the
+    model back to the host.
     """
 
     def __init__(
@@ -128,6 +158,8 @@ class BlockOffloader:
         offload_count: int,
         prefetch: int = 1,
         on_event: EventCallback | None = None,
+        pinning: PinningPolicy | None = None,
+        pinner: HostPinner | None = None,
     ):
         self.blocks = blocks
         self.device = resolve_device(device)
@@ -135,16 +167,24 @@ class BlockOffloader:
         self.stats = OffloadStats()
         self._on_event = on_event
         self._copier = _CudaCopier(self.device) if self.device.type == "cuda" else _SyncCopier(self.device)
-        pin = self.device.type == "cuda" and pinned_memory_available()
+        if pinner is None and self.device.type == "cuda":
+            pinner = CudaHostPinner()
+        self.pinned = PinnedSet(pinning or PinningPolicy(), pinner)
         self.packed: dict[int, PackedBlock] = {}
-        for index, block in enumerate(blocks):
-            if self.schedule.is_offloaded(index):
-                self.packed[index] = PackedBlock(block, pin)
-            else:
-                block.to(self.device)
         self._on_device: dict[int, tuple[torch.Tensor, object]] = {}  # index -> (device buffer, ready event)
         self._retiring: deque[tuple[int, object]] = deque()  # (index, done event) of released device buffers
         self._hooks = []
+        try:
+            for index, block in enumerate(blocks):
+                if self.schedule.is_offloaded(index):
+                    self.packed[index] = PackedBlock(block)
+                    self.pinned.pin(self.packed[index].host)
+                else:
+                    block.to(self.device)
+        except BaseException:
+            self.pinned.release()
+            raise
+        self.pinned.report()
         for index, block in enumerate(blocks):
             self._hooks.append(block.register_forward_pre_hook(self._make_pre_hook(index)))
             if self.schedule.is_offloaded(index):
@@ -166,11 +206,13 @@ class BlockOffloader:
             self._release(index)
 
     def remove(self) -> None:
-        """Remove the hooks; offloaded blocks stay in host memory."""
+        """Remove the hooks and unpin the host buffers; offloaded blocks stay in (now pageable) host memory."""
         self.release_all()
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
+        self._copier.synchronize()  # no copy may still read a buffer that is unpinned next
+        self.pinned.release()
 
     def _make_pre_hook(self, index: int):
         def pre_hook(module, args):
@@ -231,10 +273,13 @@ def enable_block_offload(
     offload_count: int,
     prefetch: int = 1,
     on_event: EventCallback | None = None,
+    pinning: PinningPolicy | None = None,
+    pinner: HostPinner | None = None,
 ) -> BlockOffloader:
     """Offload the last `offload_count` of `model.blocks`; everything else of the model is moved to `device`.
 
-    Tensors the model keeps as plain attributes (not parameters or buffers) are not moved.
+    Tensors the model keeps as plain attributes (not parameters or buffers) are not moved. `pinning` / `pinner` as
+    for `BlockOffloader`.
     """
     blocks = getattr(model, "blocks", None)
     if not isinstance(blocks, nn.ModuleList):
@@ -247,7 +292,7 @@ def enable_block_offload(
         param.data = param.data.to(device)
     for name, buffer in model.named_buffers(recurse=False):
         setattr(model, name, buffer.to(device))
-    return BlockOffloader(blocks, device, offload_count, prefetch, on_event)
+    return BlockOffloader(blocks, device, offload_count, prefetch, on_event, pinning, pinner)
 
 
 class _SyncCopier:
@@ -269,6 +314,9 @@ class _SyncCopier:
         return None
 
     def wait_done(self, done: None) -> None:
+        return None
+
+    def synchronize(self) -> None:
         return None
 
 
@@ -302,6 +350,9 @@ class _CudaCopier:
 
     def wait_done(self, done: torch.cuda.Event) -> None:
         done.synchronize()
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
 
 
 def _unique_tensors(module: nn.Module) -> list[torch.Tensor]:

@@ -1,0 +1,151 @@
+"""Sequence-parallel sampling on CPU (gloo): 2 and 3 worker processes give the single-process result.
+
+The workers serve the golden DiT; a forward with uneven token counts (padding, latent frames cut between ranks) equals
+the in-process forward, and the whole generate() on each golden pipeline case equals the golden video within the
+pipeline tolerance. Also: an interrupt leaves the workers usable, a worker that fails or dies fails the call with a
+clear message, and the next `shared_workers` call starts fresh workers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import assert_close_golden, golden_root, golden_section
+from test_pipeline_golden import REL, golden_inputs, golden_settings
+from wan_animate.distributed.engine import DiTWorkers, WorkerFailure, shared_workers, shutdown_all, worker_devices
+from wan_animate.distributed.sharding import TokenShard
+from wan_animate.loading.model_handle import DiTOptions
+from wan_animate.pipeline.generate import generate
+
+FLOAT32 = DiTOptions(dtype=torch.float32)
+
+
+def golden_dit_path() -> str:
+    return str(golden_section("dit") / "weights.safetensors")
+
+
+@pytest.mark.parametrize("tokens, per_frame, world", [(9, 3, 2), (8, 4, 3), (12, 4, 3), (5, 5, 3), (2, 1, 3)])
+def test_shards_cover_every_token_once_with_its_frame(tokens, per_frame, world):
+    full = torch.arange(1, tokens + 1).reshape(1, tokens, 1).float()
+    shards = [TokenShard(tokens, per_frame, rank, world) for rank in range(world)]
+    joined = torch.cat([shard.take(full) for shard in shards], dim=1)
+    assert joined.shape[1] == shards[0].padded >= tokens
+    assert torch.equal(joined[0, :tokens, 0], full[0, :, 0]) and not joined[0, tokens:].any()
+    frame_of = {}
+    for shard in shards:
+        for start, stop, frame, count in shard.frame_runs():
+            assert (stop - start) % count == 0 or count == 1
+            for local in range(start, stop):
+                token = shard.start + local
+                first = frame + (local - start) // per_frame if count > 1 else frame
+                frame_of[token] = first
+    assert frame_of == {token: token // per_frame for token in range(tokens)}
+
+
+@pytest.fixture(scope="module", params=[2, 3], ids=lambda n: f"{n}workers")
+def workers(request):
+    group = DiTWorkers(golden_dit_path(), FLOAT32, ["cpu"] * request.param)
+    yield group
+    group.shutdown()
+
+
+@pytest.fixture(scope="module")
+def golden_dit():
+    from wan_animate.loading.dit import load_dit
+
+    return load_dit(golden_dit_path(), device="cpu", dtype=torch.float32)
+
+
+def step_inputs(config, frames: int, height: int, width: int, seed: int) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        torch.randn(16, frames, height, width, generator=gen),
+        torch.tensor([613.0]),
+        torch.randn(6, config.text_dim, generator=gen),
+        torch.randn(1, 257, config.clip_dim, generator=gen),
+        torch.randn(config.in_dim - 16, frames, height, width, generator=gen),
+        torch.randn(16, frames - 1, height, width, generator=gen),
+        torch.randn(1, frames, config.face_heads + 1, config.dim, generator=gen),
+    ]
+
+
+class Interrupted(Exception):
+    pass
+
+
+# (frames, h, w) latents: 9 tokens of 3 per frame, 8 tokens of 4 per frame: uneven over 2 and 3 ranks, frames cut
+@pytest.mark.parametrize("grid", [(3, 2, 6), (2, 4, 4)], ids=lambda g: "x".join(map(str, g)))
+def test_forward_equals_single_process(workers, golden_dit, grid):
+    inputs = step_inputs(golden_dit.config, *grid, seed=sum(grid))
+    expected = golden_dit(*inputs)
+    with pytest.raises(Interrupted), workers.session((), tokens=8, device="cpu") as dit:
+        dit(*inputs)
+        raise Interrupted  # what the sampler's interrupt check does between two steps
+    assert workers.alive, "an interrupt must leave the workers running"
+    with workers.session((), tokens=8, device="cpu") as dit:
+        ours = dit(*inputs)
+        again = dit(inputs[0] * 0.5, *inputs[1:])  # conditions sent once, reused by the second step
+    assert_close_golden(ours, expected, REL, f"{workers.world_size} workers forward {grid}")
+    assert_close_golden(again, golden_dit(inputs[0] * 0.5, *inputs[1:]), REL, "second step")
+
+
+def golden_case(name: str) -> Path:
+    case = golden_root() / "pipeline" / name
+    if not (case / "meta.json").is_file():
+        pytest.skip(f"golden pipeline case {case} is absent")
+    return case
+
+
+# each case once, on 2 and on 3 workers (the official 512-px face encoder makes a golden run the costly part)
+@pytest.mark.parametrize("workers, case_name", [(2, "animate"), (3, "replace")], indirect=["workers"],
+                         ids=["2workers-animate", "3workers-replace"])
+def test_generate_equals_golden(workers, case_name: str):
+    from wan_animate.loading.vae import load_vae
+
+    case = golden_case(case_name)
+    meta = json.loads((case / "meta.json").read_text())
+    vae = load_vae(str((case / meta["vae"]).resolve()), dtype=torch.float32)
+    noise_file = load_file(str(case / "noise.safetensors"))
+    noise = [noise_file[f"noise_{k}"] for k in range(meta["segments"])]
+    inputs = golden_inputs(golden_section("pipeline"), meta["mode"])
+    golden = load_file(str(case / "outputs.safetensors"))
+    with workers.session((), tokens=64, device="cpu") as dit:
+        video = generate(dit, vae, inputs, golden_settings(meta), noise=noise, device="cpu")
+    assert_close_golden(video, golden["video"], REL, f"{case.name} video on {workers.world_size} workers")
+
+
+def test_worker_failure_and_death_fail_the_call_and_the_next_run_starts_fresh_workers(tmp_path):
+    devices = worker_devices(2, "cpu")
+    first = shared_workers(golden_dit_path(), FLOAT32, devices)
+    config = first.config
+    try:
+        bad = step_inputs(config, 2, 4, 4, seed=0)
+        bad[4] = bad[4][:, :1]  # y with one frame for two-frame latents: the model rejects it
+        with first.session((), 8, "cpu") as dit, pytest.raises(WorkerFailure, match=r"worker \d \(cpu\) failed: "
+                                                                                   r"ValueError: x and y must be"):
+            dit(*bad)
+        assert not first.alive
+
+        second = shared_workers(golden_dit_path(), FLOAT32, devices)
+        assert second is not first and second.alive
+        os.kill(second._processes.processes[1].pid, signal.SIGKILL)
+        with second.session((), 8, "cpu") as dit, pytest.raises(WorkerFailure, match=r"worker 1 \(cpu\) died"):
+            dit(*step_inputs(config, 2, 4, 4, seed=0))
+        assert not second.alive
+    finally:
+        shutdown_all()
+
+
+def test_worker_devices_check_the_request():
+    assert worker_devices(3, "cpu") == ["cpu", "cpu", "cpu"]
+    with pytest.raises(ValueError, match="gpus is 0"):
+        worker_devices(0, "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="gpus is 2 but 0 CUDA GPU"):
+            worker_devices(2, "cuda:0")

@@ -1,0 +1,1 @@
+"""Sequence-parallel sampling over several GPUs (Ulysses, torch.distributed): library side, no ComfyUI."""

@@ -1,0 +1,214 @@
+"""Sequence-parallel DiT workers as seen from the sampling process.
+
+`DiTWorkers` starts one worker process per device with torch.multiprocessing (spawn) and supervises them: a worker
+that raises (OOM included) or dies fails the current call with a message naming its rank and device, every worker is
+stopped, and the next `shared_workers` call starts fresh ones. The workers load the weights once and stay up between
+jobs. `session` opens one job and yields a `WorkerDiT`, a stand-in for the model that `generate` can call like the
+in-process DiT (the denoising loop, the VAE and the interrupt check stay in the calling process, so an interrupt stops
+every worker after the step in flight).
+"""
+from __future__ import annotations
+
+import atexit
+import logging
+import math
+import os
+import queue
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.multiprocessing as mp
+
+from ..loading.model_handle import DiTHandle, DiTOptions
+from ..model.dit import WanAnimateConfig
+from .worker import STEP_INPUTS, run_worker
+
+log = logging.getLogger(__name__)
+POLL_S = 0.2
+STOP_WAIT_S = 10.0
+
+
+class WorkerFailure(RuntimeError):
+    """A sequence-parallel worker raised or died; the workers were stopped."""
+
+
+def worker_devices(gpus: int, device: torch.device | str) -> list[str]:
+    """One device per worker: cuda:0 .. cuda:gpus-1 when sampling on CUDA, else `gpus` CPU processes (gloo)."""
+    device = torch.device(device)
+    if gpus < 1:
+        raise ValueError(f"gpus is {gpus}; expected at least 1")
+    if device.type == "cpu":
+        return ["cpu"] * gpus
+    if device.type != "cuda":
+        raise ValueError(f"gpus > 1 needs CUDA GPUs (NCCL) or the CPU (gloo); the sampling device is {device}")
+    visible = torch.cuda.device_count()
+    if gpus > visible:
+        raise ValueError(f"gpus is {gpus} but {visible} CUDA GPU(s) are visible (CUDA_VISIBLE_DEVICES?)")
+    return [f"cuda:{index}" for index in range(gpus)]
+
+
+class DiTWorkers:
+    """One DiT file served by len(devices) worker processes forming one torch.distributed group."""
+
+    def __init__(self, path: str, options: DiTOptions, devices: Sequence[str]):
+        self.path = path
+        self.options = options
+        self.devices = list(devices)
+        backend = "nccl" if all(d.startswith("cuda") for d in self.devices) else "gloo"
+        context = mp.get_context("spawn")
+        self._folder = tempfile.TemporaryDirectory(prefix="wan_animate_workers_")
+        self._commands = [context.Queue() for _ in self.devices]
+        self._results = context.Queue()
+        self._failed = False
+        self._processes = mp.start_processes(
+            run_worker,
+            args=(self.devices, backend, os.path.join(self._folder.name, "rendezvous"), path, options,
+                  self._commands, self._results),
+            nprocs=len(self.devices), join=False, start_method="spawn",
+        )
+        ready = [self._receive("ready") for _ in self.devices]
+        self.config: WanAnimateConfig = ready[0][1]
+        self.model_bytes: int = ready[0][2]  # weights per worker
+
+    @property
+    def world_size(self) -> int:
+        return len(self.devices)
+
+    @property
+    def alive(self) -> bool:
+        return not self._failed and all(process.is_alive() for process in self._processes.processes)
+
+    @contextmanager
+    def session(self, loras: tuple, tokens: int, device: torch.device | str) -> Iterator["WorkerDiT"]:
+        """One job: the workers place the model with `loras` for forwards of `tokens` tokens (split over them)."""
+        self._send_all(("begin", tuple(loras), math.ceil(tokens / self.world_size)))
+        try:
+            yield WorkerDiT(self, torch.device(device))
+        finally:
+            if self.alive:
+                self._send_all(("end",))
+
+    def shutdown(self) -> None:
+        """Stop every worker (asked first, then terminated) and forget the group."""
+        if self.alive:
+            self._send_all(("stop",))
+            self._wait_exit(STOP_WAIT_S)
+        for process in self._processes.processes:
+            if process.is_alive():
+                process.terminate()
+        self._wait_exit(STOP_WAIT_S)
+        self._failed = True
+        self._folder.cleanup()
+
+    # ----- messages -----
+
+    def _send_all(self, message: tuple) -> None:
+        for commands in self._commands:
+            commands.put(message)
+
+    def _request(self, rank: int, message: tuple, kind: str) -> object:
+        self._commands[rank].put(message)
+        return self._receive(kind)[0]
+
+    def _receive(self, kind: str) -> tuple:
+        """The payload of the next message (which must be of `kind`), watching the workers while waiting."""
+        while True:
+            try:
+                message = self._results.get(timeout=POLL_S)
+            except queue.Empty:
+                self._check_processes()
+                continue
+            if message[0] == "error":
+                _, rank, text, is_oom = message
+                self._fail()
+                described = f"worker {rank} ({self.devices[rank]}) failed: {text.strip()}\n{_NEXT_RUN}"
+                raise (torch.OutOfMemoryError if is_oom else WorkerFailure)(described)
+            if message[0] != kind:
+                self._fail()
+                raise WorkerFailure(f"expected a {kind!r} answer from the workers, got {message[0]!r}; {_NEXT_RUN}")
+            return message[1:]
+
+    def _check_processes(self) -> None:
+        for rank, process in enumerate(self._processes.processes):
+            if not process.is_alive():
+                code = process.exitcode
+                self._fail()
+                raise WorkerFailure(f"worker {rank} ({self.devices[rank]}) died (exit code {code}; killed, or out "
+                                    f"of host memory?); {_NEXT_RUN}")
+
+    def _fail(self) -> None:
+        log.error("stopping the %d sequence-parallel workers after a failure", self.world_size)
+        for process in self._processes.processes:
+            if process.is_alive():
+                process.terminate()
+        self._wait_exit(STOP_WAIT_S)
+        self._failed = True
+
+    def _wait_exit(self, timeout: float) -> None:
+        for process in self._processes.processes:
+            process.join(timeout)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout)
+
+
+_NEXT_RUN = "the workers were stopped; the next run starts fresh ones"
+
+
+class WorkerDiT:
+    """The DiT as `generate` calls it, computed by the workers; tensors come back on `device`.
+
+    Inputs other than x and t usually stay the same for a whole segment: a tensor that is the same object as in the
+    previous step is not sent again.
+    """
+
+    def __init__(self, workers: DiTWorkers, device: torch.device):
+        self.workers = workers
+        self.config = workers.config
+        self.device = device
+        self._last: dict[str, torch.Tensor] = {}
+
+    def encode_face(self, face_pixels: torch.Tensor) -> torch.Tensor:
+        motion_vec = self.workers._request(0, ("face", face_pixels.detach().cpu()), "face")
+        return motion_vec.to(self.device)
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        message = {}
+        for name, value in zip(STEP_INPUTS, inputs, strict=True):
+            if self._last.get(name) is value:
+                message[name] = None
+            else:
+                message[name] = value.detach().cpu()
+                self._last[name] = value
+        self.workers._send_all(("step", message))
+        return self.workers._receive("step")[0].to(self.device)
+
+
+_shared: dict[tuple, DiTWorkers] = {}
+
+
+def shared_workers(path: str, options: DiTOptions, devices: Sequence[str]) -> DiTWorkers:
+    """The running workers for this file, options and devices; started (stopping any others) when there are none or
+    they failed."""
+    key = (path, options, tuple(devices))
+    workers = _shared.get(key)
+    if workers is not None and workers.alive:
+        return workers
+    for other in list(_shared):
+        _shared.pop(other).shutdown()
+    workers = _shared[key] = DiTWorkers(path, options, devices)
+    return workers
+
+
+def workers_for(handle: DiTHandle, device: torch.device | str) -> DiTWorkers:
+    """The shared workers serving `handle`'s file and options on `handle.options.gpus` devices like `device`."""
+    return shared_workers(handle.path, handle.options, worker_devices(handle.options.gpus, device))
+
+
+@atexit.register
+def shutdown_all() -> None:
+    """Stop every worker group this process started."""
+    for key in list(_shared):
+        _shared.pop(key).shutdown()

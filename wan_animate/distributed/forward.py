@@ -1,0 +1,75 @@
+"""One DiT forward split over a sequence-parallel group (every rank calls it with the same full inputs).
+
+Each rank embeds the whole input (the patch embedding is cheap next to the blocks), keeps its token shard with the
+RoPE rows of those tokens, runs every block on it with Ulysses self-attention (cross-attention to the text and CLIP
+tokens needs no exchange: the context is replicated), applies the face adapter run by run of whole or cut latent
+frames, and all-gathers the head's output. Every rank returns the full prediction.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.distributed as dist
+
+from ..model.dit import WanAnimateDiT
+from ..model.face_adapter import FaceBlock
+from .sharding import TokenShard
+from .ulysses import UlyssesAttention
+
+
+@torch.no_grad()
+def sequence_parallel_forward(
+    model: WanAnimateDiT,
+    group: dist.ProcessGroup | None,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    context: torch.Tensor,
+    clip_fea: torch.Tensor,
+    y: torch.Tensor,
+    pose_latents: torch.Tensor,
+    motion_vec: torch.Tensor,
+) -> torch.Tensor:
+    """The same prediction as `model(x, t, ...)`, [out_dim, T, h, w] float32, computed over the group's ranks."""
+    step = model.prepare(x, t, context, clip_fea, y, pose_latents, motion_vec)
+    frames, rows, cols = step.grid
+    shard = TokenShard(step.tokens.shape[1], rows * cols, dist.get_rank(group), dist.get_world_size(group))
+    tokens = shard.take(step.tokens)  # [1, chunk, dim]
+    rope = tuple(shard.take(part, dim=0) for part in step.rope)  # each [chunk, 1, head_dim / 2]
+
+    interval = model.config.face_block_interval
+    with ulysses_self_attention(model, group, shard.tokens):
+        for index, block in enumerate(model.blocks):
+            tokens = block(tokens, step.time_mod, step.context_img, step.context_text, rope)
+            if index % interval == 0:
+                face_block = model.face_adapter.fuser_blocks[index // interval]
+                tokens = tokens + face_residual(face_block, tokens, step.motion_vec, shard).float()
+
+    local = model.head(tokens, step.time_emb).contiguous()  # [1, chunk, out_dim * patch]
+    gathered = [torch.empty_like(local) for _ in range(shard.world)]
+    dist.all_gather(gathered, local, group=group)
+    patches = torch.cat(gathered, dim=1)[0, : shard.tokens]  # [L, out_dim * patch]
+    return model.unpatchify(patches, step.grid)
+
+
+def face_residual(block: FaceBlock, tokens: torch.Tensor, motion_vec: torch.Tensor, shard: TokenShard) -> torch.Tensor:
+    """The face block's residual for one rank's tokens [1, chunk, dim]: each token attends to its own latent frame's
+    motion tokens (motion_vec [1, T, N, dim]); padding tokens get zero."""
+    residual = torch.zeros(tokens.shape, dtype=motion_vec.dtype, device=tokens.device)
+    for start, stop, frame, count in shard.frame_runs():
+        residual[:, start:stop] = block(tokens[:, start:stop], motion_vec[:, frame : frame + count])
+    return residual
+
+
+@contextmanager
+def ulysses_self_attention(model: WanAnimateDiT, group: dist.ProcessGroup | None, tokens: int) -> Iterator[None]:
+    """Run every block's self-attention core as Ulysses attention over a `tokens`-long sequence inside the block."""
+    attend = UlyssesAttention(group, tokens)
+    for block in model.blocks:
+        block.self_attn.attend = attend
+    try:
+        yield
+    finally:
+        for block in model.blocks:
+            del block.self_attn.attend

@@ -1,0 +1,99 @@
+"""The loop each sequence-parallel worker process runs: load the DiT once, then serve jobs until told to stop.
+
+Started by `DiTWorkers` through torch.multiprocessing (spawn), one process per device, joined in one torch.distributed
+process group (NCCL on GPUs, gloo on the CPU). Messages on the worker's command queue:
+  ("begin", loras, tokens)  place the model with these LoRAs for forwards of `tokens` tokens per rank (one job)
+  ("face", face_pixels)     rank 0 only: encode_face; answered ("face", motion_vec)
+  ("step", inputs)          one forward, every rank; rank 0 answers ("step", prediction). An input given as None is
+                            the same tensor as in the previous step (sent once per segment, not once per step)
+  ("end",)                  park the model (end of the job)
+  ("stop",)                 leave the group and exit
+Each rank answers ("ready", rank, config, weight bytes) once loaded; an error is answered ("error", rank, message, is_oom) and ends
+the process (the other ranks may be waiting in a collective: the parent stops them all).
+"""
+from __future__ import annotations
+
+import os
+import queue
+import traceback
+from contextlib import ExitStack
+from dataclasses import replace
+
+import torch
+import torch.distributed as dist
+
+from ..loading.model_handle import DiTHandle, DiTOptions
+from ..runtime.memory import module_bytes
+from .forward import sequence_parallel_forward
+
+STEP_INPUTS = ("x", "t", "context", "clip_fea", "y", "pose_latents", "motion_vec")
+PARENT_POLL_S = 1.0
+
+
+def run_worker(
+    rank: int,
+    devices: list[str],
+    backend: str,
+    init_file: str,
+    path: str,
+    options: DiTOptions,
+    commands: list,
+    results,
+) -> None:
+    """Entry point of worker `rank` (torch.multiprocessing passes the rank first)."""
+    parent = os.getppid()
+    device = torch.device(devices[rank])
+    try:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        else:  # CPU workers share the cores instead of each taking them all
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(devices)))
+        dist.init_process_group(backend, init_method=f"file://{init_file}", rank=rank, world_size=len(devices))
+        base = DiTHandle(path, options)
+        model = base.model()
+        results.put(("ready", rank, model.config, module_bytes(model)))
+        _serve(rank, base, device, commands[rank], results, parent)
+    except BaseException as error:
+        message = f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=8)}"
+        results.put(("error", rank, message, isinstance(error, torch.OutOfMemoryError)))
+        raise
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _serve(rank: int, base: DiTHandle, device: torch.device, commands, results, parent: int) -> None:
+    job = ExitStack()
+    model = None
+    last: dict[str, torch.Tensor] = {}
+    while True:
+        try:
+            message = commands.get(timeout=PARENT_POLL_S)
+        except queue.Empty:
+            if os.getppid() != parent:  # the parent process is gone: nobody will send "stop"
+                return
+            continue
+        kind = message[0]
+        if kind == "stop":
+            job.close()
+            return
+        if kind == "begin":
+            _, loras, tokens = message
+            job.close()
+            model = job.enter_context(replace(base, loras=loras).activate(device, tokens))
+            last.clear()
+        elif kind == "face":
+            results.put(("face", model.encode_face(message[1].to(device)).cpu()))
+        elif kind == "step":
+            for name, value in message[1].items():
+                if value is not None:
+                    last[name] = value.clone()
+            prediction = sequence_parallel_forward(model, None, *(last[name] for name in STEP_INPUTS))
+            if rank == 0:
+                results.put(("step", prediction.cpu()))
+        elif kind == "end":
+            job.close()
+            model = None
+            last.clear()
+        else:
+            raise ValueError(f"unknown worker command {kind!r}")
