@@ -185,7 +185,8 @@ class WanAnimatePoseModelLoader:
 
 
 class WanAnimateSAM2Loader:
-    """Choose the SAM2 checkpoint for Replacement masks (models/sam2/sam2_hiera_large.pt; needs `pip install sam2`)."""
+    """Choose the SAM2 checkpoint for Replacement masks (models/sam2/sam2_hiera_large.pt; needs the sam2 package,
+    installed as the README says)."""
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -121,7 +121,8 @@ WORKFLOWS = {
     "replace": graph("replace", loras=(("relight", 1.0),),
                      extra="Replacement: the character takes the place of the person in the video; background and "
                            "lighting come from the video. The relighting LoRA matches the character to the scene's "
-                           "light. For a tighter mask use SAM2 (pip install sam2, models/sam2/sam2_hiera_large.pt)."),
+                           "light. For a tighter mask use SAM2 (install it as the README says, keeping your torch; "
+                           "models/sam2/sam2_hiera_large.pt)."),
     "long_video": graph("animate", guide="5", colour=True, resume="wan_animate_resume",
                         extra="Long videos: any length; the sampler cuts the video into 77-frame segments, each "
                               "guided by the last 5 frames of the previous one, corrects colour drift between "
