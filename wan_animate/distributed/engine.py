@@ -14,7 +14,9 @@ import logging
 import math
 import os
 import queue
+import sys
 import tempfile
+import types
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -62,12 +64,13 @@ class DiTWorkers:
         self._commands = [context.Queue() for _ in self.devices]
         self._results = context.Queue()
         self._failed = False
-        self._processes = mp.start_processes(
-            run_worker,
-            args=(self.devices, backend, os.path.join(self._folder.name, "rendezvous"), path, options,
-                  self._commands, self._results),
-            nprocs=len(self.devices), join=False, start_method="spawn",
-        )
+        with _bare_main_module():
+            self._processes = mp.start_processes(
+                run_worker,
+                args=(self.devices, backend, os.path.join(self._folder.name, "rendezvous"), path, options,
+                      self._commands, self._results),
+                nprocs=len(self.devices), join=False, start_method="spawn",
+            )
         ready = [self._receive("ready") for _ in self.devices]
         self.config: WanAnimateConfig = ready[0][1]
         self.model_bytes: int = ready[0][2]  # weights per worker
@@ -155,6 +158,19 @@ class DiTWorkers:
 
 
 _NEXT_RUN = "the workers were stopped; the next run starts fresh ones"
+
+
+@contextmanager
+def _bare_main_module() -> Iterator[None]:
+    """Hide the host program's __main__ while workers start: spawn would re-run it in every worker (for ComfyUI,
+    main.py's start-up: custom-node prestartup scripts, CUDA initialised on GPU 0), and the workers need none of it."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
 
 
 class WorkerDiT:
