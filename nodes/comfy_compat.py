@@ -183,13 +183,6 @@ def input_directory() -> str:
     return os.environ.get("WAN_ANIMATE_INPUT_DIR", os.path.join(os.getcwd(), "input"))
 
 
-def output_directory() -> str:
-    """ComfyUI's output folder, or ./output outside ComfyUI."""
-    if folder_paths is not None:
-        return folder_paths.get_output_directory()
-    return os.path.join(os.getcwd(), "output")
-
-
 def output_path(relative: str, input_name: str) -> str:
     """The real path of `relative` inside ComfyUI's output folder (symlinks resolved).
 
