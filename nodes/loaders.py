@@ -41,7 +41,8 @@ class WanAnimateModelLoader:
                     "tooltip": "default keeps the file's storage (fp8 files stay fp8); fp8_e4m3fn stores the "
                                "transformer's linear layers in fp8 (half the memory of bf16)"}),
                 "attention": (list(BACKENDS), {
-                    "default": "sdpa", "tooltip": "sage needs `pip install sageattention`; falls back to sdpa"}),
+                    "default": "sdpa", "tooltip": "sage needs `pip install sageattention`, flash `pip install flash-attn`; "
+                               "each falls back to sdpa (logged); auto: sage, else flash, else sdpa"}),
                 "offload_blocks": ("STRING", {
                     "default": "auto",
                     "tooltip": "transformer blocks streamed from host memory: 'auto' plans from free VRAM, or a "

@@ -5,7 +5,10 @@ Backends:
 - "sage": SageAttention (`pip install sageattention`; INT8 QK, CUDA only). Used when the call qualifies (CUDA tensors,
   fp16/bf16, head_dim 64/96/128, compute capability 8.0+); otherwise the call runs on SDPA and a warning is logged
   once per reason, so a requested backend never changes silently.
-- "auto": SageAttention where it qualifies, SDPA elsewhere; the fallback is logged at INFO once per reason.
+- "flash": FlashAttention (`pip install flash-attn`, the `flash_attn_func` of FlashAttention 2; CUDA, fp16/bf16,
+  head_dim a multiple of 8 up to 256); otherwise SDPA, with a warning once per reason.
+- "auto": SageAttention where it qualifies, else FlashAttention where it qualifies, else SDPA; the fallbacks are
+  logged at INFO once per reason.
 
 The active backend is one small module-level setting, changed only through `set_attention_backend` or, scoped, with
 `attention_backend(name)`; a call may also name its backend explicitly (`attention(q, k, v, backend="sdpa")`).
@@ -23,11 +26,13 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("sdpa", "sage", "auto")
+BACKENDS = ("sdpa", "sage", "flash", "auto")
 SAGE_HEAD_DIMS = (64, 96, 128)
 SAGE_DTYPES = (torch.float16, torch.bfloat16)
 SAGE_MIN_CAPABILITY = (8, 0)
 SAGE_INSTALL_HINT = "`pip install sageattention` into a CUDA build of PyTorch"
+FLASH_MAX_HEAD_DIM = 256
+FLASH_INSTALL_HINT = "`pip install flash-attn` (a wheel matching this PyTorch and CUDA)"
 
 _active_backend = "sdpa"
 _reported_fallbacks: set[str] = set()
@@ -67,12 +72,18 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | 
             f"{tuple(k.shape)}, {tuple(v.shape)}"
         )
     name = _checked_backend(backend) if backend is not None else _active_backend
-    if name != "sdpa":
+    if name in ("sage", "auto"):
         sageattn = load_sageattn()
         problem = sage_problem(q, k, v, sage_installed=sageattn is not None)
         if problem is None:
             return _sage(sageattn, q, k, v)
-        _report_fallback(name, problem)
+        _report_fallback(name, problem, "SageAttention")
+    if name in ("flash", "auto"):
+        flash_attn = load_flash_attn()
+        problem = flash_problem(q, k, v, flash_installed=flash_attn is not None)
+        if problem is None:
+            return flash_attn(q, k, v)
+        _report_fallback(name, problem, "FlashAttention")
     return _sdpa(q, k, v)
 
 
@@ -110,6 +121,31 @@ def load_sageattn() -> Callable[..., torch.Tensor] | None:
     return sageattn
 
 
+def flash_problem(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, flash_installed: bool) -> str | None:
+    """Why FlashAttention cannot run this call, or None when it can."""
+    if not flash_installed:
+        return f"flash_attn is not installed; {FLASH_INSTALL_HINT}"
+    if q.device.type != "cuda":
+        return f"tensors are on {q.device.type}, FlashAttention needs CUDA"
+    if q.dtype not in SAGE_DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
+        return f"dtypes q={q.dtype}, k={k.dtype}, v={v.dtype}; FlashAttention needs all float16 or all bfloat16"
+    head_dim = q.shape[-1]
+    if head_dim % 8 or head_dim > FLASH_MAX_HEAD_DIM:
+        return f"head_dim {head_dim} is not a multiple of 8 up to {FLASH_MAX_HEAD_DIM}"
+    return None
+
+
+@functools.cache
+def load_flash_attn() -> Callable[..., torch.Tensor] | None:
+    """`flash_attn.flash_attn_func` ([B, L, H, D] in and out), or None when the package is absent or fails to import."""
+    try:
+        from flash_attn import flash_attn_func
+    except ImportError as err:
+        log.debug("flash_attn unavailable: %s", err)
+        return None
+    return flash_attn_func
+
+
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     # SDPA works on [B, H, L, D]
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
@@ -128,10 +164,11 @@ def _checked_backend(name: str) -> str:
     return name
 
 
-def _report_fallback(requested: str, problem: str) -> None:
+def _report_fallback(requested: str, problem: str, kernel: str) -> None:
     key = f"{requested}: {problem}"
     if key in _reported_fallbacks:
         return
     _reported_fallbacks.add(key)
-    level = logging.WARNING if requested == "sage" else logging.INFO
-    log.log(level, "attention backend %r: %s; using PyTorch SDPA for these calls", requested, problem)
+    level = logging.INFO if requested == "auto" else logging.WARNING
+    after = "trying the next backend" if requested == "auto" and kernel == "SageAttention" else "using PyTorch SDPA"
+    log.log(level, "attention backend %r: %s (%s); %s for these calls", requested, problem, kernel, after)
