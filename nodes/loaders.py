@@ -52,6 +52,8 @@ class WanAnimateModelLoader:
                 "prefetch_blocks": ("INT", {"default": 1, "min": 1, "max": 8,
                                             "tooltip": "offloaded blocks copied ahead of use"}),
                 "compile": ("BOOLEAN", {"default": False, "tooltip": "torch.compile each transformer block"}),
+                "fp8_matmul": ("BOOLEAN", {"default": False, "tooltip": "fp8 (e4m3) weights multiply on fp8 tensor "
+                                                                     "cores (RTX 40xx, H100 and later; others upcast)"}),
             },
         }
 
@@ -61,9 +63,10 @@ class WanAnimateModelLoader:
     CATEGORY = CATEGORY
 
     def load(self, model_name, compute_dtype, weight_storage, attention, offload_blocks, prefetch_blocks=1,
-             compile=False):
+             compile=False, fp8_matmul=False):
         offload = _offload_setting(offload_blocks)
-        options = DiTOptions(DTYPES[compute_dtype], weight_storage, attention, offload, prefetch_blocks, compile)
+        options = DiTOptions(DTYPES[compute_dtype], weight_storage, attention, offload, prefetch_blocks, compile,
+                             fp8_matmul)
         handle = DiTHandle(model_path("diffusion_models", model_name), options)
         with _naming_file("model_name", model_name):
             handle.model()

@@ -18,6 +18,7 @@ from ..model.dit import WanAnimateDiT
 from ..runtime.attention import attention_backend
 from ..runtime.compile import compile_blocks, is_compiled, uncompile_blocks
 from ..runtime.devices import free_memory_bytes, release_cached_memory
+from ..runtime.fp8 import set_fp8_matmul
 from ..runtime.memory import block_bytes, estimate_activation_bytes, module_bytes, resolve_offload_count
 from ..runtime.offload import enable_block_offload
 from .dit import load_dit
@@ -30,7 +31,8 @@ STORAGE = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn}
 
 @dataclass(frozen=True)
 class DiTOptions:
-    """How the DiT is stored and run. offload: "auto" or the number of blocks streamed from host memory."""
+    """How the DiT is stored and run. offload: "auto" or the number of blocks streamed from host memory.
+    fp8_matmul: fp8-stored (e4m3) layers multiply in fp8 on GPUs that have it (see runtime/fp8.py)."""
 
     dtype: torch.dtype = torch.bfloat16
     storage: str = "default"
@@ -38,6 +40,7 @@ class DiTOptions:
     offload: int | str = 0
     prefetch: int = 1
     compile: bool = False
+    fp8_matmul: bool = False
 
     def __post_init__(self) -> None:
         if self.storage not in STORAGE:
@@ -71,6 +74,7 @@ class DiTHandle:
         if self._shared.model is None:
             storage = STORAGE[self.options.storage]
             self._shared.model = load_dit(self.path, device="cpu", dtype=self.options.dtype, storage_dtype=storage)
+            set_fp8_matmul(self._shared.model, self.options.fp8_matmul)
         return self._shared.model
 
     def sync_loras(self) -> str:
