@@ -89,7 +89,9 @@ class WanAnimateSampler:
                 "embeds": (EMBEDS,),
                 "steps": ("INT", {"default": 20, "min": 1, "max": 200, "tooltip": "4-8 with a step-distill LoRA"}),
                 "shift": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 100.0, "step": 0.1}),
-                "scheduler": (list(SCHEDULERS), {"default": "dpm++"}),
+                "scheduler": (list(SCHEDULERS), {"default": "dpm++", "tooltip": "dpm++ (2M) / unipc: the official "
+                              "solvers; euler; euler_a: stochastic; lightx2v / lightx2v_sde: the timesteps of "
+                              "step-distill LoRAs (4 steps, shift 5, cfg 1)"}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
                 "cfg": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 20.0, "step": 0.1,
                                   "tooltip": "> 1: guidance with the negative prompt and a blank face (slower)"}),

@@ -66,7 +66,7 @@ def graph(mode: str, dit: str = "bf16", loras: tuple[tuple[str, float], ...] = (
         Node(1, "WanAnimateModelLoader", (0, 0), {"model_name": MODELS[dit][0], "compute_dtype": "bf16",
                                                   "weight_storage": storage, "attention": "sdpa",
                                                   "offload_blocks": offload, "prefetch_blocks": 1,
-                                                  "compile": False}, models=(model(dit),)),
+                                                  "compile": False, "fp8_matmul": False}, models=(model(dit),)),
         Node(2, "WanAnimateVAELoader", (0, 300), {"vae_name": MODELS["vae"][0], "dtype": "fp32", "tiled": tiled_vae,
                                                   "tile": 64, "overlap": 8},
              models=(model("vae"),)),
