@@ -3,6 +3,8 @@
 One configuration per run (so the peak is clean); prints one JSON line. Configurations:
   --fp8                   block and face-adapter Linear weights stored in fp8 (e4m3fn, per-tensor scale), as the
                           loader's fp8 option stores them; upcast per layer
+  --gguf Q4_K | Q8_0 | ...  block and face-adapter Linear weights kept GGUF-quantised (random blocks), dequantised
+                          per layer, as the loader keeps a .gguf file's quantised layers
   --offload N | auto      offload the last N blocks (auto: planned for the free VRAM, or --vram-budget-gib)
   --attention sdpa|sage|flash|auto
   --compile               torch.compile each block
@@ -32,9 +34,14 @@ from wan_animate.runtime import memory  # noqa: E402
 from wan_animate.runtime.attention import attention_backend, load_sageattn  # noqa: E402
 from wan_animate.runtime.compile import compile_blocks  # noqa: E402
 from wan_animate.runtime.fp8 import FP8Linear, quantize, swap_linears_to_fp8  # noqa: E402
+from wan_animate.runtime.gguf_dequant import QUANT_TYPES  # noqa: E402
+from wan_animate.runtime.gguf_linear import GGUFLinear, swap_linears_to_gguf  # noqa: E402
 from wan_animate.runtime.offload import enable_block_offload  # noqa: E402
 
 GIB = 1 << 30
+GGUF_TYPES = {t.name: qtype for qtype, t in QUANT_TYPES.items() if t.block_size > 1}
+GGUF_SCALE_BYTES = {"Q8_0": (0,), "Q4_0": (0,), "Q4_1": (0, 2), "Q5_0": (0,), "Q5_1": (0, 2), "Q2_K": (80, 82),
+                    "Q3_K": (108,), "Q4_K": (0, 2), "Q5_K": (0, 2), "Q6_K": (208,)}  # float16 fields of a block
 TINY = dict(dim=128, ffn_dim=256, num_heads=2, num_layers=5, text_dim=64, clip_dim=32, motion_encoder_dim=32,
             motion_dim=4, motion_channels=(8, 16, 16, 16), face_hidden_dim=32)
 
@@ -49,6 +56,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=None, help="default 77 (9 with --tiny); 4k+1")
     p.add_argument("--steps", type=int, default=3, help="timed steps, after one warm-up step")
     p.add_argument("--fp8", action="store_true")
+    p.add_argument("--gguf", default=None, choices=sorted(GGUF_TYPES), help="GGUF quantisation of the Linear layers")
     p.add_argument("--offload", default="0", help="blocks to offload: an integer or 'auto'")
     p.add_argument("--prefetch", type=int, default=1)
     p.add_argument("--vram-budget-gib", type=float, default=None,
@@ -64,20 +72,27 @@ def parse_args() -> argparse.Namespace:
     return a
 
 
-def build_model(config: WanAnimateConfig, device: torch.device, dtype: torch.dtype, fp8: bool) -> WanAnimateDiT:
+def build_model(config: WanAnimateConfig, device: torch.device, dtype: torch.dtype, fp8: bool,
+                gguf: str | None = None) -> WanAnimateDiT:
     """The DiT on `device` with random N(0, 0.02) weights; with `fp8`, the Linears the loader stores in fp8 (blocks and
-    face adapter) hold quantised random weights."""
+    face adapter) hold quantised random weights; with `gguf`, those Linears hold random blocks of that GGUF type."""
     with torch.device("meta"):
         model = WanAnimateDiT(config).to(dtype)
         if fp8:
             swap_linears_to_fp8(model, lambda name: name.startswith(FP8_STORAGE_PREFIXES))
+        if gguf:
+            linears = [n for n, m in model.named_modules() if type(m) is torch.nn.Linear]
+            swap_linears_to_gguf(model, {n: GGUF_TYPES[gguf] for n in linears if n.startswith(FP8_STORAGE_PREFIXES)
+                                         and model.get_submodule(n).in_features % 256 == 0})
     model = model.to_empty(device=device).eval().requires_grad_(False)
     g = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
         for module in model.modules():
             own = list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False))
             for name, tensor in own:
-                if isinstance(module, FP8Linear) and name == "weight":
+                if isinstance(module, GGUFLinear) and name == "weight":
+                    random_gguf_blocks(tensor, gguf, g)
+                elif isinstance(module, FP8Linear) and name == "weight":
                     data, scale = quantize(torch.randn(tensor.shape, generator=g, device=device) * 0.02, tensor.dtype)
                     tensor.copy_(data)
                     module.scale_weight.copy_(scale)
@@ -87,6 +102,24 @@ def build_model(config: WanAnimateConfig, device: torch.device, dtype: torch.dty
             if isinstance(module, FP8Linear) and module.bias is not None:
                 module.bias.data = module.bias.data.to(dtype)
     return model
+
+
+def random_gguf_blocks(raw: torch.Tensor, qtype: str, g: torch.Generator) -> None:
+    """Fill a GGUFLinear's raw weight with random blocks whose float16 scales are small and finite."""
+    blocks = raw.view(-1, QUANT_TYPES[GGUF_TYPES[qtype]].type_size)
+    blocks.copy_(torch.randint(0, 256, blocks.shape, generator=g, device=raw.device, dtype=torch.uint8))
+    for offset in GGUF_SCALE_BYTES[qtype]:
+        scales = (torch.rand(blocks.shape[0], 1, generator=g, device=raw.device) * 2e-4).half()
+        blocks[:, offset:offset + 2] = scales.view(torch.uint8)
+
+
+def host_rss_gib() -> float:
+    """Resident host memory of this process in GiB (Linux)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / (1 << 20)
+    return float("nan")
 
 
 def step_inputs(config: WanAnimateConfig, a: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
@@ -114,11 +147,12 @@ def main() -> None:
     cuda = device.type == "cuda"
     free_before = torch.cuda.mem_get_info(device)[0] if cuda else None
 
-    model = build_model(config, device, dtype, a.fp8)
+    model = build_model(config, device, dtype, a.fp8, a.gguf)
     tokens = memory.token_count(a.frames, a.height, a.width)
     sizes = memory.block_bytes(model.blocks)
     other = memory.module_bytes(model) - sum(sizes)
     activations = memory.estimate_activation_bytes(tokens, config.dim, config.ffn_dim, dtype)
+    activations += memory.dequant_workspace_bytes(model)  # GGUF layers are dequantised at use
     budget = int(a.vram_budget_gib * GIB) if a.vram_budget_gib else free_before
     if a.offload == "auto" and budget is None:
         raise SystemExit("--offload auto needs a CUDA device or --vram-budget-gib")
@@ -144,6 +178,7 @@ def main() -> None:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
         weights_gib = torch.cuda.memory_allocated(device) / GIB if cuda else None
+        rss_gib = host_rss_gib()
         for step in range(a.steps + 1):
             synchronize(device)
             t0 = time.perf_counter()
@@ -157,7 +192,8 @@ def main() -> None:
         impl="ours", s_per_step=round(statistics.median(times), 4), peak_gib=peak_gib and round(peak_gib, 2),
         on_device_before_step_gib=weights_gib and round(weights_gib, 2), encode_face_s=round(encode_face_s, 4),
         tokens=tokens, width=a.width, height=a.height, frames=a.frames, dim=config.dim, layers=config.num_layers,
-        dtype=a.dtype, fp8=a.fp8, attention=a.attention, sage_installed=load_sageattn() is not None,
+        dtype=a.dtype, fp8=a.fp8, gguf=a.gguf, host_rss_gib=round(rss_gib, 2), attention=a.attention,
+        sage_installed=load_sageattn() is not None,
         compile=a.compile, offload=a.offload, offload_blocks=offload_count, prefetch=a.prefetch,
         on_demand_loads=offloader and offloader.stats.on_demand, vram_budget_gib=a.vram_budget_gib,
         margin_gib=a.margin_gib,

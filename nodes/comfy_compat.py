@@ -154,6 +154,17 @@ def output_directory() -> str:
     return os.environ.get("WAN_ANIMATE_OUTPUT_DIR", os.path.join(os.getcwd(), "output"))
 
 
+def add_model_extension(folder: str, extension: str) -> None:
+    """Make ComfyUI list `extension` files in model folder `folder` too (e.g. `.gguf` in `diffusion_models`, which
+    also covers the legacy `models/unet/`). The folder's extension set is copied first: ComfyUI shares one set
+    between its folders."""
+    if folder_paths is None or folder not in folder_paths.folder_names_and_paths:
+        return
+    paths, extensions = folder_paths.folder_names_and_paths[folder]
+    if extension not in extensions:
+        folder_paths.folder_names_and_paths[folder] = (paths, set(extensions) | {extension})
+
+
 def save_previews(frames_u8, kind: str, max_frames: int = 16, max_side: int = 256) -> list[dict]:
     """Save up to `max_frames` evenly spaced frames [F, H, W, 3] uint8 as small PNGs in ComfyUI's temp folder and
     return their ComfyUI image records (an empty list outside ComfyUI)."""

@@ -17,13 +17,14 @@ from wan_animate.preprocess.detector import PersonDetector
 from wan_animate.preprocess.pose_model import WholeBodyPoseModel
 from wan_animate.runtime.attention import BACKENDS
 
-from .comfy_compat import model_filenames, model_path, register_model_folder, torch_device
+from .comfy_compat import add_model_extension, model_filenames, model_path, register_model_folder, torch_device
 from .types import POSE_MODELS, SAM2, WAN_MODEL, WAN_VAE, PoseModels, Sam2Checkpoint
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 CATEGORY = "WanAnimate/loaders"
 register_model_folder("detection", {".onnx"})
 register_model_folder("sam2", {".pt", ".pth", ".safetensors"})
+add_model_extension("diffusion_models", ".gguf")
 
 
 def checkpoint_filenames(folder: str) -> list[str]:
@@ -33,20 +34,23 @@ def checkpoint_filenames(folder: str) -> list[str]:
 
 
 class WanAnimateModelLoader:
-    """Load a Wan2.2-Animate-14B diffusion model (official shards, Comfy repackaged, bf16/fp16/fp8/scaled fp8)."""
+    """Load a Wan2.2-Animate-14B diffusion model (official shards, Comfy repackaged, bf16/fp16/fp8, GGUF)."""
 
     @classmethod
     def INPUT_TYPES(cls):
         return {
             "required": {
                 "model_name": (checkpoint_filenames("diffusion_models"), {
-                    "tooltip": "models/diffusion_models/: e.g. wan2.2_animate_14B_bf16.safetensors or "
-                               "Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors"}),
+                    "tooltip": "models/diffusion_models/ (or models/unet/): e.g. "
+                               "wan2.2_animate_14B_bf16.safetensors, "
+                               "Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors or a GGUF such as "
+                               "Wan2.2-Animate-14B-Q4_K_S.gguf (stays quantised, for 8-12 GB cards)"}),
                 "compute_dtype": (list(DTYPES), {"default": "bf16", "tooltip": "dtype the model computes in"}),
                 "weight_storage": (list(STORAGE), {
                     "default": "default",
-                    "tooltip": "default keeps the file's storage (fp8 files stay fp8); fp8_e4m3fn stores the "
-                               "transformer's linear layers in fp8 (half the memory of bf16)"}),
+                    "tooltip": "default keeps the file's storage (fp8 files stay fp8, GGUF files stay "
+                               "quantised); fp8_e4m3fn stores the transformer's linear layers in fp8 (half the "
+                               "memory of bf16; not for GGUF)"}),
                 "attention": (list(BACKENDS), {
                     "default": "sdpa", "tooltip": "sage needs `pip install sageattention`, flash `pip install flash-attn`; "
                                "each falls back to sdpa (logged); auto: sage, else flash, else sdpa"}),

@@ -174,7 +174,7 @@ def test_compiled_model_equals_eager_without_recompiling(dit_file):
     figure("dynamo recompilations", sum(counters["recompiles"].values()) if "recompiles" in counters else 0)
     assert error <= 1e-4
     assert torch.equal(first, second)
-    assert graphs <= 2  # all blocks share one code object; a second graph at most for the first call's guards
+    assert 1 <= graphs <= CONFIG["num_layers"]  # at most one graph per block (they share one code object)
 
 
 @pytest.mark.skipif(load_sageattn() is None, reason="sageattention is not installed")

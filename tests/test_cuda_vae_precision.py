@@ -58,7 +58,8 @@ def test_float32_vae_stays_within_golden_tolerance_over_3_segments_and_bf16_is_m
                         for (latent, decoded), (ref_latent, ref_decoded) in zip(results, reference)]
     saturated = (reference[-1][1].abs() >= 1).double().mean().item()
     for name, per_segment in errors.items():
-        text = ", ".join(f"segment {i + 1}: latent {lat:.2e} video {vid:.2e}" for i, (lat, vid) in enumerate(per_segment))
+        text = ", ".join(f"segment {i + 1}: latent {lat:.2e} video {vid:.2e}"
+                         for i, (lat, vid) in enumerate(per_segment))
         within = all(max(pair) <= GOLDEN_REL_TOL for pair in per_segment)
         print(f"\nCUDA figure: VAE {name} vs float64, 3 chained segments (17x256x256): {text}; "
               f"within golden tolerance {GOLDEN_REL_TOL:g}: {within}")

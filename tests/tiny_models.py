@@ -18,6 +18,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from helpers_dit import build_tiny_dit, tiny_config
+from helpers_gguf import Q, write_gguf
 from helpers_vae import random_vae
 from onnx_fixtures import export_detector, export_pose_model
 
@@ -28,6 +29,7 @@ VIDEO_SIZE = (96, 128)  # (height, width) of the driving video
 CHARACTER_SIZE = (128, 96)
 FILES = {
     "dit": "wan_animate_tiny.safetensors",
+    "gguf": "wan_animate_tiny_Q8_0.gguf",
     "vae": "wan_vae_tiny.safetensors",
     "detector": "tiny_yolo.onnx",
     "pose": "tiny_vitpose.onnx",
@@ -67,6 +69,7 @@ def write_tiny_models(root: str | Path) -> dict[str, str]:
     dit = build_tiny_dit(seed=3, config=config)
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in dit.state_dict().items()},
               str(folders["diffusion_models"] / FILES["dit"]))
+    write_gguf(dit, folders["diffusion_models"] / FILES["gguf"], Q.Q8_0, prefix="model.diffusion_model.")
     save_file({k: v.contiguous() for k, v in random_vae().state_dict().items()}, str(folders["vae"] / FILES["vae"]))
     export_detector(folders["detection"] / FILES["detector"])
     export_pose_model(folders["detection"] / FILES["pose"])

@@ -11,6 +11,8 @@ MODELS = {
     "fp8": ("Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors", "diffusion_models",
             f"{HF}/Kijai/WanVideo_comfy_fp8_scaled/resolve/main/Wan22Animate/"
             "Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors"),
+    "gguf": ("Wan2.2-Animate-14B-Q4_K_S.gguf", "diffusion_models",
+             f"{HF}/QuantStack/Wan2.2-Animate-14B-GGUF/resolve/main/Wan2.2-Animate-14B-Q4_K_S.gguf"),
     "vae": ("wan_2.1_vae.safetensors", "vae",
             f"{HF}/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files/vae/wan_2.1_vae.safetensors"),
     "t5": ("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders",
@@ -132,4 +134,10 @@ WORKFLOWS = {
                       extra="Low VRAM: scaled-fp8 weights (half of bf16), 30 of 40 blocks streamed from host memory "
                             "while the GPU computes, a tiled VAE, and the step-distillation LoRA for 6 steps without CFG. Lower "
                             "the preprocess width x height (e.g. 832 x 480) on 8-12 GB cards."),
+    "low_vram_gguf": graph("animate", dit="gguf", offload="auto", tiled_vae=True,
+                           extra="Low VRAM and small RAM: a GGUF quantisation of the model (Q4_K_S, about 11 GB; Q3_K "
+                                 "to Q8_0 files load the same way from models/diffusion_models or models/unet). Its "
+                                 "weights stay quantised on the GPU and in host memory and are dequantised layer by "
+                                 "layer; 'auto' streams as many quantised blocks from host memory as the card needs. "
+                                 "Lower the preprocess width x height (e.g. 832 x 480) on 8 GB cards."),
 }

@@ -21,6 +21,7 @@ from ..model.motion_encoder import blur_kernel
 from ..runtime.fp8 import FP8Linear, dequantize, is_fp8, quantize, swap_linears_to_fp8
 from .keys import (ANIMATE_DIT, ANIMATE_ONLY_GROUPS, QuantKeys, group_of, quant_format, reject_other_kind,
                    split_quant_keys, strip_model_prefix)
+from .gguf_dit import is_gguf, load_gguf_dit
 from .state_dict import checkpoint_files, is_safetensors, load_state_dict
 
 SAFETENSORS_DTYPES = {
@@ -219,6 +220,7 @@ def load_dit(
     """Load a Wan-Animate DiT checkpoint (file, shard, index json, folder, or several files).
 
     dtype: compute dtype and storage dtype of every non-fp8 weight (float32, bfloat16 or float16).
+    A `.gguf` file is read by `gguf_dit.load_gguf_dit` (its quantised Linear layers stay quantised).
     storage_dtype: None keeps the Linear layers a file stores in fp8 as fp8 (dequantised per layer at forward) and
     everything else in `dtype`; `dtype` dequantises everything at load; torch.float8_e4m3fn / e5m2 additionally stores
     every Linear layer of `blocks.*` and `face_adapter.*` in fp8 with a per-tensor scale (quantising bf16/fp16/fp32
@@ -228,6 +230,10 @@ def load_dit(
         raise ValueError(f"dtype must be one of {COMPUTE_DTYPES}; got {dtype}")
     if storage_dtype is not None and storage_dtype != dtype and not is_fp8(storage_dtype):
         raise ValueError(f"storage_dtype must be None, {dtype} (the dtype) or a float8 dtype; got {storage_dtype}")
+    if isinstance(path_or_paths, (str, os.PathLike)) and is_gguf(str(path_or_paths)):
+        if storage_dtype is not None:
+            raise ValueError("a GGUF file keeps its own quantisation; weight storage must be 'default' for it")
+        return load_gguf_dit(str(path_or_paths), device, dtype)
 
     index = CheckpointIndex(path_or_paths)
     weight_names, quant = split_quant_keys(list(index.entries))

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..runtime.fp8 import FP8Linear, is_fp8
+from ..runtime.gguf_linear import GGUFLinear
 from .lora_format import LoRA, LoraTarget, guess_lora_family
 from .lora_fp8 import add_fp8_delta, remove_fp8_delta
 from .lora_runtime import LoraLinear, add_linear_delta, remove_linear_delta
@@ -83,6 +84,10 @@ def apply_loras(
     Raises ValueError when a LoRA matches no layer of the model, or when a delta's shape differs from its target's.
     """
     modules = dict(model.named_modules())
+    gguf_layers = [name for name, module in modules.items() if isinstance(module, GGUFLinear)]
+    if loras and gguf_layers:
+        raise ValueError(f"LoRAs on a GGUF model are not supported yet ({len(gguf_layers)} quantised layers, e.g. "
+                         f"'{gguf_layers[0]}'); use a bf16/fp16/fp8 safetensors file of the model with LoRAs")
     params = dict(model.named_parameters())
     flat_names = {name.replace(".", "_"): name for name in modules if name}
     keep_originals = keep_originals or runtime

@@ -24,8 +24,8 @@ from ..runtime.attention import attention_backend
 from ..runtime.compile import compile_blocks, is_compiled, uncompile_blocks
 from ..runtime.devices import free_memory_bytes, release_cached_memory
 from ..runtime.fp8 import set_fp8_matmul
-from ..runtime.memory import (MemoryPlanError, block_bytes, estimate_activation_bytes, module_bytes,
-                              resolve_offload_count, vram_need)
+from ..runtime.memory import (MemoryPlanError, block_bytes, dequant_workspace_bytes, estimate_activation_bytes,
+                              module_bytes, resolve_offload_count, vram_need)
 from ..runtime.offload import BlockOffloader, enable_block_offload
 from ..runtime.oom import explain_oom
 from ..runtime.pinned import PinningPolicy
@@ -221,9 +221,11 @@ class DiTHandle:
             uncompile_blocks(model.blocks)
 
     def _reserve_bytes(self, model: WanAnimateDiT, tokens: int, workspace_bytes: int) -> int:
-        """VRAM kept free for work besides the weights: the DiT's activations or `workspace_bytes`, the larger."""
+        """VRAM kept free for work besides the weights: the DiT's activations (with the dequantisation of a GGUF
+        layer) or `workspace_bytes`, the larger."""
         config = model.config
-        return max(estimate_activation_bytes(tokens, config.dim, config.ffn_dim, self.options.dtype), workspace_bytes)
+        activations = estimate_activation_bytes(tokens, config.dim, config.ffn_dim, self.options.dtype)
+        return max(activations + dequant_workspace_bytes(model), workspace_bytes)
 
     def _offload_count(self, model: WanAnimateDiT, device: torch.device, tokens: int, workspace_bytes: int) -> int:
         sizes = block_bytes(model.blocks)

@@ -137,13 +137,13 @@ def quantize(weight: torch.Tensor, fp8_dtype: torch.dtype = torch.float8_e4m3fn)
     return (w / scale).to(fp8_dtype), scale.to(torch.float32)
 
 
-def linear_weight(layer: nn.Linear, dtype: torch.dtype) -> torch.Tensor:
-    """A Linear layer's effective weight in `dtype`: dequantised when it is an FP8Linear, with its run-time LoRA deltas
-    when it carries them (a layer with an `effective_weight(dtype)` method)."""
+def linear_weight(layer: nn.Module, dtype: torch.dtype) -> torch.Tensor:
+    """A Linear layer's effective weight in `dtype`: dequantised when the layer stores it quantised (fp8, GGUF), with
+    its run-time LoRA deltas when it carries them (a layer with an `effective_weight(dtype)` method)."""
     effective = getattr(layer, "effective_weight", None)
     if effective is not None:
         return effective(dtype)
-    if isinstance(layer, FP8Linear):
+    if hasattr(layer, "dequantized_weight"):
         return layer.dequantized_weight(dtype)
     return layer.weight.to(dtype)
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .gguf_linear import GGUFLinear
+
 GIB = 1 << 30
 DEFAULT_MARGIN_BYTES = GIB
 ACTIVATION_OVERHEAD = 1.2  # fragmentation of the caching allocator around the block-level peak
@@ -223,3 +225,13 @@ def estimate_vae_bytes(
     feature_map = vae_dim * VAE_CHUNK_FRAMES * tile_h * tile_w * element
     video = 3 * frames * height * width * 4
     return int(VAE_PEAK_FACTOR * feature_map + video)
+
+
+DEQUANT_BYTES_PER_VALUE = 16  # float32 temporaries of one GGUF dequantisation (codes, scaled, result) + the cast weight
+
+
+def dequant_workspace_bytes(model: nn.Module) -> int:
+    """Transient VRAM of dequantising the largest GGUF-quantised layer of `model` (0 without such layers); it is
+    needed on top of the activations while that layer runs."""
+    return max((DEQUANT_BYTES_PER_VALUE * m.in_features * m.out_features
+                for m in model.modules() if isinstance(m, GGUFLinear)), default=0)
