@@ -27,10 +27,10 @@ register_model_folder("sam2", {".pt", ".pth", ".safetensors"})
 add_model_extension("diffusion_models", ".gguf")
 
 
-def checkpoint_filenames(folder: str) -> list[str]:
-    """The files of a model folder that the pack's loaders read (safetensors / .sft and torch files): ComfyUI also
-    lists .pt2 / .pkl files, which no loader here can open."""
-    return [name for name in model_filenames(folder) if name.lower().endswith(CHECKPOINT_SUFFIXES)]
+def checkpoint_filenames(folder: str, also: tuple[str, ...] = ()) -> list[str]:
+    """The files of a model folder that the pack's loaders read (safetensors / .sft and torch files, plus the
+    suffixes in `also`): ComfyUI also lists .pt2 / .pkl files, which no loader here can open."""
+    return [name for name in model_filenames(folder) if name.lower().endswith(CHECKPOINT_SUFFIXES + also)]
 
 
 class WanAnimateModelLoader:
@@ -40,7 +40,7 @@ class WanAnimateModelLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model_name": (checkpoint_filenames("diffusion_models"), {
+                "model_name": (checkpoint_filenames("diffusion_models", also=(".gguf",)), {
                     "tooltip": "models/diffusion_models/ (or models/unet/): e.g. "
                                "wan2.2_animate_14B_bf16.safetensors, "
                                "Wan2_2-Animate-14B_fp8_e4m3fn_scaled_KJ.safetensors or a GGUF such as "
