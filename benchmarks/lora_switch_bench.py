@@ -123,7 +123,7 @@ def main() -> None:
     workdir = Path(a.workdir or tempfile.mkdtemp(prefix="lora_bench_"))
     dit_path, lora_path = str(workdir / "dit.safetensors"), str(workdir / "lora.safetensors")
     built = build_model(config, device, dtype, fp8=False)
-    save_file({k: v.contiguous() for k, v in built.state_dict().items()}, dit_path)
+    save_file({k: v.contiguous().cpu() for k, v in built.state_dict().items()}, dit_path)
     del built
     write_lora(config, a.rank, lora_path)
     if device.type == "cuda":

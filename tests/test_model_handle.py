@@ -163,6 +163,17 @@ def test_a_lora_file_replaced_on_disk_is_applied_again(files, tmp_path):
     torch.testing.assert_close(effective_weight(handle), base + 1, rtol=0, atol=1e-6)
 
 
+def test_a_deleted_lora_file_does_not_block_a_stack_without_it(files, tmp_path):
+    root, base, _ = files
+    lora = tmp_path / "gone.safetensors"
+    lora.write_bytes((root / "lora.safetensors").read_bytes())
+    handle = DiTHandle(str(root / "dit.safetensors"), FLOAT)
+    handle.with_lora(str(lora), 1.0).sync_loras()
+    lora.unlink()
+    handle.sync_loras()
+    assert torch.equal(effective_weight(handle), base)
+
+
 @pytest.mark.parametrize("options", [FLOAT, FP8], ids=["float32", "fp8"])
 def test_lora_factors_travel_with_offloaded_blocks(files, options):
     """The LoRA factors of an offloaded block are packed with it: an offloaded run equals a resident one."""

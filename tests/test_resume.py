@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -131,26 +133,36 @@ def damage_garbage(path: str, other_job: str) -> None:
         file.write(b"\0" * 100)
 
 
-@pytest.mark.parametrize("damage", [damage_truncate, damage_foreign, damage_garbage])
-def test_a_damaged_segment_is_named_and_recomputed(tiny_models, tmp_path, caplog, damage):
+@pytest.fixture(scope="module")
+def finished_jobs(tiny_models, tmp_path_factory):
+    """A finished 3-segment job and another job's segments; (settings, video, job folder, other job folder)."""
     dit, vae = tiny_models
-    inputs = make_inputs(13)
-    job = GenerationSettings(clip_len=5, steps=1, solver="euler", seed=3, resume_dir=str(tmp_path / "job"))
-    complete = generate(dit, vae, inputs, job)
-    other = GenerationSettings(clip_len=5, steps=1, solver="euler", seed=4, resume_dir=str(tmp_path / "other"))
-    generate(dit, vae, inputs, other)
-    [folder] = [str(path) for path in (tmp_path / "job").iterdir()]
-    [other_folder] = [str(path) for path in (tmp_path / "other").iterdir()]
-    bad = os.path.join(folder, "segment_00001.safetensors")
-    damage(bad, other_folder)
+    root = tmp_path_factory.mktemp("finished")
+    job = GenerationSettings(clip_len=5, steps=1, solver="euler", seed=3, resume_dir=str(root / "job"))
+    complete = generate(dit, vae, make_inputs(13), job)
+    other = GenerationSettings(clip_len=5, steps=1, solver="euler", seed=4, resume_dir=str(root / "other"))
+    generate(dit, vae, make_inputs(13), other)
+    [folder] = [path for path in (root / "job").iterdir()]
+    [other_folder] = [path for path in (root / "other").iterdir()]
+    return job, complete, folder, other_folder
+
+
+@pytest.mark.parametrize("damage", [damage_truncate, damage_foreign, damage_garbage])
+def test_a_damaged_segment_is_named_and_recomputed(tiny_models, finished_jobs, tmp_path, caplog, damage):
+    dit, vae = tiny_models
+    job, complete, finished, other_folder = finished_jobs
+    folder = tmp_path / finished.name
+    shutil.copytree(finished, folder)
+    bad = str(folder / "segment_00001.safetensors")
+    damage(bad, str(other_folder))
 
     counting = CountingDiT(dit)
     with caplog.at_level(logging.WARNING):
-        resumed = generate(counting, vae, inputs, job)
+        resumed = generate(counting, vae, make_inputs(13), replace(job, resume_dir=str(tmp_path)))
     assert counting.calls == 2  # segments 1 and 2 computed again, segment 0 reused
     assert torch.equal(resumed, complete)
     assert any(bad in record.getMessage() for record in caplog.records), [r.getMessage() for r in caplog.records]
-    assert SegmentStore(str(tmp_path / "job"), os.path.basename(folder)).finished_count() == 3  # repaired
+    assert SegmentStore(str(tmp_path), folder.name).finished_count() == 3  # repaired
 
 
 @pytest.fixture

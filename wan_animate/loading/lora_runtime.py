@@ -5,7 +5,8 @@ The layer's output becomes `x @ W^T + b + sum(factor * (x @ down^T) @ up^T)` for
 (`.diff` of a Linear weight) are added to the weight in float32 at every call: `x @ (W + sum(factor * D))^T`. The
 weight itself is never written. Cost per call and layer: two thin matmuls through the rank (rank * (in + out) per
 token, 2.5% of the layer's own work at rank 64 for the 14B model's 5120-wide layers); memory: the factors, stored in
-the layer's compute dtype.
+the layer's compute dtype (dense deltas in float32). Layers the model evaluates through `runtime.fp8.linear_weight`
+(the float32 time embedding and head) get `effective_weight`: all deltas summed into the weight in float32.
 
 Mechanism as in `lora_fp8`: the layer's class is switched to `LoraLinear` (a subclass of nn.Linear, so `isinstance`
 checks and `state_dict()` keys keep working) while it holds deltas, and back when the last one is removed. The

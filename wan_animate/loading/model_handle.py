@@ -39,6 +39,13 @@ log = logging.getLogger(__name__)
 STORAGE = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn}
 
 
+def _changed_on_disk(path: str, identity: dict) -> bool:
+    try:
+        return file_identity(path) != identity
+    except FileNotFoundError:
+        return True
+
+
 @dataclass(frozen=True)
 class DiTOptions:
     """How the DiT is stored and run. offload: "auto" or the number of blocks streamed from host memory (per GPU).
@@ -104,7 +111,9 @@ class DiTHandle:
         """
         shared = self._shared
         model = self.model()
-        changed_files = any(file_identity(path) != identity for path, (identity, _) in shared.lora_files.items())
+        wanted = {path for path, _ in self.loras}
+        changed_files = any(_changed_on_disk(path, identity) for path, (identity, _) in shared.lora_files.items()
+                            if path in wanted)
         if shared.loras != self.loras or changed_files:
             remove_all_loras(model)
             shared.loras, shared.lora_summary = (), ""
