@@ -78,6 +78,8 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float, sound: 
     av = _av()
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
         raise ValueError(f"frames: expected uint8 [F, H, W, 3] with F >= 1; got {frames.dtype} {frames.shape}")
+    if frames.shape[1] % 2 or frames.shape[2] % 2:
+        raise ValueError(f"frames: H.264 needs an even width and height; got {frames.shape[2]}x{frames.shape[1]}")
     try:
         handle = open(path, "xb")
     except FileExistsError:
