@@ -142,6 +142,8 @@ def synchronize(device: torch.device) -> None:
 
 def main() -> None:
     a = parse_args()
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("dit_step_bench: CUDA is not available here; run it on a GPU, or --tiny --device cpu for a smoke run")
     device, dtype = torch.device(a.device), getattr(torch, a.dtype)
     config = WanAnimateConfig(**TINY) if a.tiny else WanAnimateConfig()
     cuda = device.type == "cuda"

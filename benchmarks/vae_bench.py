@@ -50,7 +50,7 @@ TINY_CONFIG = VAEConfig(dim=8, num_res_blocks=1, dim_mult=(1, 2, 2, 2))
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="default: cuda, or the CPU with --tiny when there is no CUDA")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     parser.add_argument("--frames", type=int, default=81, help="video frames, 4k+1")
     parser.add_argument("--sizes", default="832x480,1280x720", help="comma-separated WIDTHxHEIGHT")
@@ -64,6 +64,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="cap this process's GPU memory (simulates a smaller card; cuDNN then picks leaner kernels)")
     parser.add_argument("--json", help="write the results to this file")
     args = parser.parse_args(argv)
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() or not args.tiny else "cpu"
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("vae_bench: CUDA is not available here; run it on a GPU, or --tiny for a CPU smoke check")
     if args.tiny:
         args.frames, args.sizes = 5, "64x48"
         args.tile, args.overlap = min(args.tile, 4), min(args.overlap, 2)

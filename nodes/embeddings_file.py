@@ -7,14 +7,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from wan_animate.io.embeddings import Embeddings, save_embeddings
+from wan_animate.io.embeddings import EXPECTED_RANKS, EXPECTED_SHAPES, Embeddings, save_embeddings
 
 from .checks import absent_conditioning, all_finite, clip_features, conditioning_tokens
 from .comfy_compat import input_directory, output_directory
 
 CATEGORY = "WanAnimate/conditioning"
-EXPECTED_SHAPES = {"context": "[tokens, 4096]", "context_null": "[tokens, 4096]", "clip_fea": "[1, 257, 1280]"}
-EXPECTED_RANKS = {"context": 2, "context_null": 2, "clip_fea": 3}
 SAVED_FOLDER = "wan_animate_embeddings"  # inside the output folder; Load Embeddings lists it as "<file> [output]"
 OUTPUT_TAG = " [output]"
 
