@@ -97,6 +97,10 @@ class WanAnimateSampler:
                 "resume_dir": ("STRING", {"default": "", "tooltip": "folder (inside output/) keeping finished "
                                                                     "segments; a re-run with the same inputs resumes "
                                                                     "there"}),
+                "cache_threshold": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                              "tooltip": "step caching: skip model calls whose predicted output "
+                                                         "change is below this fraction (0 = off; ~0.05 skips "
+                                                         "some steps; quality not validated on real weights)"}),
             },
         }
 
@@ -106,12 +110,13 @@ class WanAnimateSampler:
     CATEGORY = CATEGORY
 
     def sample(self, model: DiTHandle, vae, embeds: Embeds, steps, shift, scheduler, seed, cfg, segment_length,
-               guide_frames, face_cfg=1.0, colour_correction=False, resume_dir=""):
+               guide_frames, face_cfg=1.0, colour_correction=False, resume_dir="", cache_threshold=0.0):
         check_sampler_settings(embeds.inputs, cfg, segment_length, int(guide_frames))
         settings = GenerationSettings(
             mode=embeds.mode, clip_len=segment_length, refert_num=int(guide_frames), solver=scheduler, steps=steps,
             shift=shift, guide_scale=cfg, face_guide_scale=face_cfg, seed=seed,
             colour_correction=colour_correction, resume_dir=output_path(resume_dir) if resume_dir else None,
+            cache_threshold=cache_threshold,
         )
         settings.validate()
         device = torch_device()
