@@ -14,7 +14,7 @@ from wan_animate.sampling.schedulers import SCHEDULERS
 from .checks import (check_against_model, check_frames, check_sampler_settings, clip_features, conditioning_tokens,
                      describe, fit_reference)
 from .comfy_compat import (free_memory, output_path, preview_max_side, progress_callback, throw_if_interrupted,
-                           torch_device)
+                           torch_device, track_resident_model)
 from .types import EMBEDS, WAN_MODEL, WAN_VAE, Embeds
 
 CATEGORY = "WanAnimate/generation"
@@ -125,13 +125,18 @@ class WanAnimateSampler:
         dit = model.model()
         config = dit.config
         check_against_model(embeds.inputs, config)
-        free_memory(module_bytes(dit) + estimate_activation_bytes(tokens, config.dim, config.ffn_dim), device)
+        weights = 0 if model.is_resident(device) else module_bytes(dit)  # kept on the GPU from the previous run
+        free_memory(weights + estimate_activation_bytes(tokens, config.dim, config.ffn_dim), device, keep=dit)
         progress = _progress_bar(preview_max_side())
         oom_settings = {"offload_blocks": model.options.offload, "weight_storage": model.options.storage,
                         "resolution": f"{width}x{height}", "segment_length": segment_length}
-        with explain_oom("sampling", oom_settings), model.activate(device, tokens) as dit:
-            video = generate(dit, vae, embeds.inputs, settings, callback=progress, interrupt=throw_if_interrupted,
-                             device=device)
+        try:
+            with explain_oom("sampling", oom_settings), model.activate(device, tokens) as dit:
+                video = generate(dit, vae, embeds.inputs, settings, callback=progress,
+                                 interrupt=throw_if_interrupted, device=device)
+        finally:  # kept on the GPU (also after an error or a cancel): ComfyUI may evict it
+            dit = model.model()
+            track_resident_model(dit, device, module_bytes(dit))
         return (video_to_image(video),)
 
 

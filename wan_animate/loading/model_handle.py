@@ -32,7 +32,9 @@ STORAGE = {"default": None, "fp8_e4m3fn": torch.float8_e4m3fn}
 @dataclass(frozen=True)
 class DiTOptions:
     """How the DiT is stored and run. offload: "auto" or the number of blocks streamed from host memory.
-    fp8_matmul: fp8-stored (e4m3) layers multiply in fp8 on GPUs that have it (see runtime/fp8.py)."""
+    fp8_matmul: fp8-stored (e4m3) layers multiply in fp8 on GPUs that have it (see runtime/fp8.py).
+    keep_on_device: a model that ran fully resident (no block offloading) stays on the GPU after `activate` instead
+    of being parked in host memory; `park()` moves it back (the host's memory management calls it to evict)."""
 
     dtype: torch.dtype = torch.bfloat16
     storage: str = "default"
@@ -41,6 +43,7 @@ class DiTOptions:
     prefetch: int = 1
     compile: bool = False
     fp8_matmul: bool = False
+    keep_on_device: bool = True
 
     def __post_init__(self) -> None:
         if self.storage not in STORAGE:
@@ -101,14 +104,32 @@ class DiTHandle:
         self._shared.loras = ()
         release_cached_memory()
 
+    def park(self) -> None:
+        """Move the loaded model (if any) to host memory and release the GPU's cached blocks."""
+        if self._shared.model is not None and self._shared.model.device.type != "cpu":
+            self._shared.model.to("cpu")
+            release_cached_memory()
+
+    def is_resident(self, device: torch.device | str) -> bool:
+        """Whether the loaded model sits on `device` (kept there after the previous run)."""
+        device = torch.device(device)
+        model = self._shared.model
+        return model is not None and model.device.type == device.type \
+            and (model.device.index or 0) == (device.index or 0)
+
     @contextmanager
     def activate(self, device: torch.device | str, tokens: int) -> Iterator[WanAnimateDiT]:
-        """The model with its LoRAs, ready to run `tokens`-token forwards on `device`; parked in host memory after."""
+        """The model with its LoRAs, ready to run `tokens`-token forwards on `device`; parked in host memory after,
+        unless `options.keep_on_device` and it ran fully resident."""
         model = self.model()
         self.sync_loras()
+        model = self.model()  # a LoRA stack change reloads it
         device = torch.device(device)
         offloader = None
-        if device.type == "cuda":
+        if device.type == "cuda" and self.is_resident(device) and free_memory_bytes(device) < estimate_activation_bytes(
+                tokens, model.config.dim, model.config.ffn_dim, self.options.dtype):
+            self.park()  # kept from a smaller run; plan this one from host memory
+        if device.type == "cuda" and not self.is_resident(device):
             offloader = self._place_on_gpu(model, device, tokens)
         if self.options.compile and not is_compiled(model.blocks[0]):
             compile_blocks(model.blocks)
@@ -118,9 +139,8 @@ class DiTHandle:
         finally:
             if offloader is not None:
                 offloader.remove()
-            if device.type == "cuda":
-                model.to("cpu")
-                release_cached_memory()
+            if device.type == "cuda" and not (self.options.keep_on_device and offloader is None):
+                self.park()
             if not self.options.compile and is_compiled(model.blocks[0]):
                 uncompile_blocks(model.blocks)
 
