@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 from typing import Callable
 
 import torch
@@ -50,10 +51,80 @@ def offload_device() -> torch.device:
     return torch.device("cpu")
 
 
-def free_memory(required_bytes: int, device: torch.device) -> None:
-    """Ask ComfyUI to unload its models until `required_bytes` are free on `device`."""
+def free_memory(required_bytes: int, device: torch.device, keep: torch.nn.Module | None = None) -> None:
+    """Ask ComfyUI to unload its models until `required_bytes` are free on `device` (never `keep`)."""
     if model_management is not None and device.type != "cpu":
-        model_management.free_memory(required_bytes, device)
+        keep_loaded = [e for e in model_management.current_loaded_models if _is_entry_of(e, keep)]
+        model_management.free_memory(required_bytes, device, keep_loaded=keep_loaded)
+
+
+class ResidentModel:
+    """A model this pack keeps on the GPU between runs, listed among ComfyUI's loaded models so that ComfyUI's memory
+    management (free_memory before loading another model, unload_all_models, the /free request) can evict it: its
+    `model_unload` moves the model to host memory. It duck-types the parts of comfy.model_management.LoadedModel
+    that ComfyUI 0.8 reads from that list; it holds the model weakly and is never "currently used", so nodes that
+    reload the current models (loaded_models(only_currently_used=True)) never see it."""
+
+    currently_used = False
+
+    def __init__(self, model: torch.nn.Module, device: torch.device, nbytes: int) -> None:
+        self._model = weakref.ref(model)
+        self.device = device
+        self._nbytes = nbytes
+
+    @property
+    def model(self) -> "ResidentModel":
+        return self  # ComfyUI reads entry.model.model (a class name for its log) and compares entry.model.model
+
+    def real_model(self) -> torch.nn.Module | None:
+        return self._model()  # None once the model is gone: ComfyUI's cleanup_models drops the entry
+
+    def is_dead(self) -> bool:
+        return False
+
+    def model_memory(self) -> int:
+        return self._nbytes
+
+    def model_loaded_memory(self) -> int:
+        return self._nbytes if self.is_on_device() else 0
+
+    def model_offloaded_memory(self) -> int:
+        return self._nbytes - self.model_loaded_memory()
+
+    def model_memory_required(self, device: torch.device) -> int:
+        return self.model_offloaded_memory()
+
+    def model_use_more_vram(self, extra_memory: int, force_patch_weights: bool = False) -> int:
+        return 0
+
+    def is_on_device(self) -> bool:
+        model = self._model()
+        return model is not None and next(model.parameters()).device.type != "cpu"
+
+    def model_unload(self, memory_to_free: int | None = None, unpatch_weights: bool = True) -> bool:
+        model = self._model()
+        if model is not None:
+            model.to("cpu")
+        soft_empty_cache()
+        return True
+
+
+def _is_entry_of(entry: object, model: torch.nn.Module | None) -> bool:
+    return model is not None and isinstance(entry, ResidentModel) and entry.real_model() is model
+
+
+def track_resident_model(model: torch.nn.Module, device: torch.device, nbytes: int) -> None:
+    """List `model` among ComfyUI's loaded models while it sits on the GPU, and drop it from the list once parked."""
+    if model_management is None:
+        return
+    loaded = model_management.current_loaded_models
+    entries = [e for e in loaded if _is_entry_of(e, model)]
+    on_device = next(model.parameters()).device.type != "cpu"
+    if on_device and not entries:
+        loaded.insert(0, ResidentModel(model, device, nbytes))
+    elif not on_device:
+        for entry in entries:
+            loaded.remove(entry)
 
 
 def pinning_policy() -> PinningPolicy:

@@ -20,8 +20,7 @@ from wan_animate.sampling.schedulers import SCHEDULERS
 from .checks import (absent_reason, check_against_model, check_frames, check_sampler_settings, clip_features,
                      conditioning_tokens, describe, fit_reference)
 from .comfy_compat import (free_memory, output_path, pinning_policy, preview_max_side, progress_callback,
-                           throw_if_interrupted,
-                           torch_device)
+                           throw_if_interrupted, torch_device, track_resident_model)
 from .types import EMBEDS, WAN_MODEL, WAN_VAE, Embeds
 
 CATEGORY = "WanAnimate/generation"
@@ -108,6 +107,10 @@ class WanAnimateSampler:
                 "resume_dir": ("STRING", {"default": "", "tooltip": "folder inside output/ keeping finished "
                                                                     "segments; a re-run with the same inputs, "
                                                                     "settings and models resumes there"}),
+                "cache_threshold": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                              "tooltip": "step caching: skip model calls whose predicted output "
+                                                         "change is below this fraction (0 = off; ~0.05 skips "
+                                                         "some steps; quality not validated on real weights)"}),
             },
         }
 
@@ -117,7 +120,7 @@ class WanAnimateSampler:
     CATEGORY = CATEGORY
 
     def sample(self, model: DiTHandle, vae, embeds: Embeds, steps, shift, scheduler, seed, cfg, segment_length,
-               guide_frames, face_cfg=1.0, colour_correction=False, resume_dir=""):
+               guide_frames, face_cfg=1.0, colour_correction=False, resume_dir="", cache_threshold=0.0):
         check_sampler_settings(embeds.inputs, cfg, segment_length, int(guide_frames), embeds.absent_negative)
         resume_folder = output_path(resume_dir, "resume_dir") if resume_dir else None
         settings = GenerationSettings(
@@ -125,6 +128,7 @@ class WanAnimateSampler:
             shift=shift, guide_scale=cfg, face_guide_scale=face_cfg, seed=seed,
             colour_correction=colour_correction, resume_dir=resume_folder,
             models=_models_identity(model, vae) if resume_folder else "",
+            cache_threshold=cache_threshold,
         )
         settings.validate()
         device = torch_device()
@@ -138,19 +142,24 @@ class WanAnimateSampler:
             tokens = -(-tokens // model.options.gpus)  # per GPU
         else:
             config = model.model().config
-            weight_bytes = module_bytes(model.model())
+            weight_bytes = 0 if model.is_resident(device) else module_bytes(model.model())  # kept from the last run
             if device.type == "cuda":
                 vae, workspace = _vae_that_fits(model, vae, device, tokens, (segment_length, height, width))
             session = model.activate(device, tokens, workspace, pinning_policy())
         check_against_model(embeds.inputs, config)
         activations = estimate_activation_bytes(tokens, config.dim, config.ffn_dim)
-        free_memory(weight_bytes + max(activations, workspace), device)
+        keep = None if model.options.gpus > 1 else model.model()
+        free_memory(weight_bytes + max(activations, workspace), device, keep=keep)
         progress = _progress_bar(preview_max_side())
         oom_settings = {"offload_blocks": model.options.offload, "weight_storage": model.options.storage,
                         "resolution": f"{width}x{height}", "segment_length": segment_length}
-        with explain_oom("sampling", oom_settings), session as dit:
-            video = generate(dit, vae, embeds.inputs, settings, callback=progress, interrupt=throw_if_interrupted,
-                             device=device)
+        try:
+            with explain_oom("sampling", oom_settings), session as dit:
+                video = generate(dit, vae, embeds.inputs, settings, callback=progress,
+                                 interrupt=throw_if_interrupted, device=device)
+        finally:  # a model kept on the GPU (also after an error or a cancel) is listed so that ComfyUI may evict it
+            if keep is not None:
+                track_resident_model(keep, device, module_bytes(keep))
         return (video_to_image(video),)
 
 

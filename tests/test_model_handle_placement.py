@@ -69,7 +69,7 @@ def test_oom_while_placing_is_undone_and_explained(dit_file, gpu_on_cpu, monkeyp
     model = handle.model()
     moves = moves_of(monkeypatch, model)
 
-    def compile_fails(blocks):
+    def compile_fails(blocks, device=None):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
 
     monkeypatch.setattr(model_handle, "compile_blocks", compile_fails)  # fails after the offloader is in place

@@ -105,7 +105,8 @@ def graph(mode: str, dit: str = "bf16", loras: tuple[tuple[str, float], ...] = (
     nodes += [
         Node(14, "WanAnimateSampler", (1520, 300),
              {"steps": steps, "shift": 5.0, "scheduler": "dpm++", "seed": 42, "cfg": 1.0, "segment_length": segment,
-              "guide_frames": guide, "face_cfg": 1.0, "colour_correction": colour, "resume_dir": resume},
+              "guide_frames": guide, "face_cfg": 1.0, "colour_correction": colour, "resume_dir": resume,
+              "cache_threshold": 0.0},
              {"model": model_source, "vae": (2, 0), "embeds": (13, 0)}),
         Node(15, "CreateVideo", (1900, 300), {"fps": 30.0}, {"images": (14, 0), "fps": (11, 7), "audio": (11, 8)}),
         Node(16, "SaveVideo", (1900, 460), {"filename_prefix": f"wan_animate/{mode}", "format": "auto",

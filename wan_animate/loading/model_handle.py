@@ -53,6 +53,8 @@ class DiTOptions:
     gpus > 1: sampling runs in that many worker processes, one per GPU, splitting each step's tokens between them
     (wan_animate.distributed).
     fp8_matmul: fp8-stored (e4m3) layers multiply in fp8 on GPUs that have it (see runtime/fp8.py).
+    keep_on_device: a model that ran fully resident (no block offloading) stays on the GPU after `activate` instead
+    of being parked in host memory; `park()` moves it back (the host's memory management calls it to evict).
     """
 
     dtype: torch.dtype = torch.bfloat16
@@ -63,6 +65,7 @@ class DiTOptions:
     compile: bool = False
     gpus: int = 1
     fp8_matmul: bool = False
+    keep_on_device: bool = True
 
     def __post_init__(self) -> None:
         if self.storage not in STORAGE:
@@ -111,10 +114,7 @@ class DiTHandle:
         """
         shared = self._shared
         model = self.model()
-        wanted = {path for path, _ in self.loras}
-        changed_files = any(_changed_on_disk(path, identity) for path, (identity, _) in shared.lora_files.items()
-                            if path in wanted)
-        if shared.loras != self.loras or changed_files:
+        if self._lora_change_pending():
             remove_all_loras(model)
             shared.loras, shared.lora_summary = (), ""
             if self.loras:
@@ -124,6 +124,13 @@ class DiTHandle:
             shared.lora_files = {path: shared.lora_files[path] for path, _ in self.loras}
             shared.loras = self.loras
         return shared.lora_summary
+
+    def _lora_change_pending(self) -> bool:
+        """Whether the model carries another stack than this handle's, or a LoRA file changed since it was applied."""
+        wanted = {path for path, _ in self.loras}
+        changed_files = any(_changed_on_disk(path, identity) for path, (identity, _) in self._shared.lora_files.items()
+                            if path in wanted)
+        return self._shared.loras != self.loras or changed_files
 
     def _lora(self, path: str) -> LoRA:
         """The parsed LoRA file, read again only when the file changed since it was parsed."""
@@ -152,6 +159,19 @@ class DiTHandle:
         self._shared.lora_files = {}
         release_cached_memory()
 
+    def park(self) -> None:
+        """Move the loaded model (if any) to host memory and release the GPU's cached blocks."""
+        if self._shared.model is not None and self._shared.model.device.type != "cpu":
+            self._shared.model.to("cpu")
+            release_cached_memory()
+
+    def is_resident(self, device: torch.device | str) -> bool:
+        """Whether the loaded model sits on `device` (kept there after the previous run)."""
+        device = torch.device(device)
+        model = self._shared.model
+        return model is not None and model.device.type == device.type \
+            and (model.device.index or 0) == (device.index or 0)
+
     @contextmanager
     def activate(
         self,
@@ -160,7 +180,8 @@ class DiTHandle:
         workspace_bytes: int = 0,
         pinning: PinningPolicy | None = None,
     ) -> Iterator[WanAnimateDiT]:
-        """The model with its LoRAs, ready to run `tokens`-token forwards on `device`; parked in host memory after.
+        """The model with its LoRAs, ready to run `tokens`-token forwards on `device`; parked in host memory after,
+        unless `options.keep_on_device` and it ran fully resident (then `park()` moves it back).
 
         `workspace_bytes`: peak VRAM of other work done while the model is placed (the VAE coding between
         segments); the offload plan reserves the larger of it and the DiT's activations. `pinning`: how offloaded
@@ -168,15 +189,28 @@ class DiTHandle:
         If placing fails (out of GPU or host memory), everything placed so far is moved back before the error
         propagates, so device memory is back where it was and the next run starts clean.
         """
-        self.sync_loras()
-        model = self.model()
         device = torch.device(device)
-        offloader = self._place(model, device, tokens, workspace_bytes, pinning)
+        model = self.model()
+        kept = device.type == "cuda" and self.is_resident(device)
+        if kept and (self._lora_change_pending()
+                     or free_memory_bytes(device) < self._reserve_bytes(model, tokens, workspace_bytes)):
+            self.park()  # LoRAs are switched in host memory; a kept model short of room is planned afresh
+        self.sync_loras()
+        offloader = None
+        if device.type == "cuda" and self.is_resident(device):
+            if self.options.compile and not is_compiled(model.blocks[0]):
+                compile_blocks(model.blocks, device=device)
+        else:
+            offloader = self._place(model, device, tokens, workspace_bytes, pinning)
         try:
             with attention_backend(self.options.attention):
                 yield model
         finally:
-            self._park(model, device, offloader)
+            if device.type == "cuda" and self.options.keep_on_device and offloader is None:
+                if not self.options.compile and is_compiled(model.blocks[0]):
+                    uncompile_blocks(model.blocks)
+            else:
+                self._park(model, device, offloader)
 
     def fits(self, device: torch.device | str, tokens: int, workspace_bytes: int = 0) -> bool:
         """Whether the model, placed as the options say, leaves room for `tokens`-token forwards and
@@ -190,7 +224,8 @@ class DiTHandle:
             return False
         need = vram_need(sizes, count, self._reserve_bytes(model, tokens, workspace_bytes),
                          module_bytes(model) - sum(sizes), self.options.prefetch)
-        return need.total <= free_memory_bytes(device)
+        kept_bytes = module_bytes(model) if self.is_resident(device) else 0  # its weights already hold that memory
+        return need.total <= free_memory_bytes(device) + kept_bytes
 
     def _place(
         self, model: WanAnimateDiT, device: torch.device, tokens: int, workspace_bytes: int,

@@ -7,6 +7,7 @@ the output is a video [3, F, H, W] in [-1, 1] (`video_to_image` turns it into an
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol, Union
@@ -15,10 +16,13 @@ import torch
 
 from ..sampling.loop import denoise
 from ..sampling.schedulers import SCHEDULERS, make_scheduler
+from ..sampling.step_cache import StepCache
 from .color import colour_drift, match_colour
 from .conditioning import MODES, VideoVAE, pose_latents, reference_condition, segment_condition
 from .resume import SegmentStore, job_key
 from .segments import Segment, check_segment_settings, latent_frames, plan_segments
+
+log = logging.getLogger(__name__)
 
 LATENT_CHANNELS = 16
 SPATIAL_STRIDE = 8
@@ -73,6 +77,8 @@ class GenerationSettings:
     colour_correction: match each segment's colour to the previous one in the guidance frames (see color.py).
     resume_dir: folder where finished segments are kept so that a re-run continues (see resume.py).
     models: identity of the DiT file, its storage, LoRAs and the VAE (`resume.models_identity`), part of the resume key.
+    cache_threshold > 0: step caching (sampling/step_cache.py) per guidance branch and segment; model calls whose
+    predicted relative output change stays below it are skipped (0 = off, every call computed).
     """
 
     mode: str = "animate"
@@ -87,6 +93,7 @@ class GenerationSettings:
     colour_correction: bool = False
     resume_dir: str | None = None
     models: str = ""
+    cache_threshold: float = 0.0
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -96,6 +103,8 @@ class GenerationSettings:
             raise ValueError(f"solver is {self.solver!r}; expected one of {sorted(SCHEDULERS)}")
         if self.steps < 1:
             raise ValueError(f"steps is {self.steps}; expected at least 1")
+        if not self.cache_threshold >= 0:
+            raise ValueError(f"cache_threshold is {self.cache_threshold}; expected 0 (off) or a positive fraction")
 
 
 def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
@@ -196,6 +205,8 @@ def _open_store(
     if settings.resume_dir is None:
         return None
     job = {k: v for k, v in asdict(settings).items() if k != "resume_dir"}
+    if not settings.cache_threshold:
+        del job["cache_threshold"]  # off: the key of jobs stored before the option existed
     tensors = [(name, value) for name, value in vars(inputs).items()]
     if isinstance(noise, Sequence):
         tensors += [(f"noise_{k}", n) for k, n in enumerate(noise)]
@@ -232,18 +243,30 @@ class _SegmentModel:
             if key not in black_face_cache:
                 black_face_cache[key] = dit.encode_face(torch.full_like(face, -1).to(device))
             self.motion_black = black_face_cache[key]
+        self.caches: dict[str, StepCache] = {}
+        if settings.cache_threshold > 0:
+            self.caches = {branch: StepCache(settings.cache_threshold, settings.steps)
+                           for branch in ("cond", "uncond", "without_face")}
 
-    def _run(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
-        return self.dit(x, t, context, self.clip_fea, self.y, self.pose, motion).float()
+    def _run(self, branch: str, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+             motion: torch.Tensor) -> torch.Tensor:
+        def compute() -> torch.Tensor:
+            return self.dit(x, t, context, self.clip_fea, self.y, self.pose, motion).float()
+
+        return self.caches[branch](x, compute) if self.caches else compute()
+
+    def reuse_counts(self) -> tuple[int, int]:
+        """(model calls skipped by step caching, model calls in all) so far."""
+        return sum(c.reused for c in self.caches.values()), sum(c.calls for c in self.caches.values())
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        cond = self._run(x, t, self.context, self.motion)
+        cond = self._run("cond", x, t, self.context, self.motion)
         velocity = cond
         if self.settings.guide_scale > 1:
-            uncond = self._run(x, t, self.context_null, self.motion_black)
+            uncond = self._run("uncond", x, t, self.context_null, self.motion_black)
             velocity = uncond + self.settings.guide_scale * (cond - uncond)
         if self.settings.face_guide_scale != 1:
-            without_face = self._run(x, t, self.context, self.motion_black)
+            without_face = self._run("without_face", x, t, self.context, self.motion_black)
             velocity = velocity + (self.settings.face_guide_scale - 1) * (cond - without_face)
         return velocity
 
@@ -379,5 +402,9 @@ def _generate_segment(
     model = _SegmentModel(dit, inputs, settings, y, pose, face, device, black_face_cache)
     scheduler = make_scheduler(settings.solver, settings.steps, settings.shift, seed=sampler_seed(settings.seed, k))
     latents = denoise(model, noise.to(device), scheduler, on_step, interrupt)
+    if model.caches:
+        reused, calls = model.reuse_counts()
+        log.info("step cache: segment %d skipped %d of %d model calls", k, reused, calls)
+        _record(trace, f"cache_reused_{k}", reused)
     _record(trace, f"latent_{k}", latents[:, 1:])
     return vae.decode(latents[:, 1:].unsqueeze(0))[0].float().cpu()
