@@ -27,11 +27,13 @@ def node_spec(pack, class_type):
     if class_type in pack.NODE_CLASS_MAPPINGS:
         cls = pack.NODE_CLASS_MAPPINGS[class_type]
         declared, outputs = cls.INPUT_TYPES(), list(cls.RETURN_TYPES)
-    else:
+        order = {}
+    else:  # recorded with sorted keys: the frontend orders inputs (and widget values) by `input_order`
         assert class_type in CORE["specs"], f"{class_type} is neither ours nor a recorded ComfyUI core node"
         declared, outputs = CORE["specs"][class_type]["input"], CORE["specs"][class_type]["output"]
-    inputs = [(name, tuple(spec), group == "required")
-              for group in ("required", "optional") for name, spec in declared.get(group, {}).items()]
+        order = CORE["specs"][class_type]["input_order"]
+    inputs = [(name, tuple(declared[group][name]), group == "required")
+              for group in ("required", "optional") for name in order.get(group, declared.get(group, {}))]
     return inputs, outputs
 
 
@@ -43,6 +45,40 @@ def is_file_choice(class_type, name, spec) -> bool:
 
 def is_widget(spec) -> bool:
     return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
+
+
+def combo_options(spec) -> list | None:
+    """The choices of a combo input (legacy list form or v3 "COMBO" with options), else None."""
+    if isinstance(spec[0], list):
+        return spec[0]
+    if spec[0] == "COMBO":
+        return spec[1]["options"]
+    return None
+
+
+def ui_widget_values(node, inputs) -> dict:
+    """{widget name: value} of a UI-format node, skipping the frontend's extra entries (seed control, upload)."""
+    values, position = {}, 0
+    for name, spec, _ in inputs:
+        if not is_widget(spec):
+            continue
+        values[name] = node["widgets_values"][position]
+        options = spec[1] if len(spec) > 1 else {}
+        position += 1 + bool(options.get("control_after_generate")) + \
+            bool(options.get("image_upload") or options.get("video_upload"))
+    return values
+
+
+def check_value(where: str, class_type: str, name: str, spec, value) -> None:
+    """A widget's value fits its input: a listed choice of a combo (except installation-dependent file lists), a
+    number within the declared range."""
+    options = combo_options(spec)
+    if options is not None and not is_file_choice(class_type, name, spec):
+        assert value in options, f"{where}: {class_type}.{name}={value!r} not in {options}"
+    elif spec[0] in ("INT", "FLOAT") and len(spec) > 1:
+        low, high = spec[1].get("min", float("-inf")), spec[1].get("max", float("inf"))
+        assert isinstance(value, (int, float)) and low <= value <= high, \
+            f"{where}: {class_type}.{name}={value!r} outside [{low}, {high}]"
 
 
 def test_workflows_are_up_to_date():
@@ -83,6 +119,10 @@ def test_ui_workflow_graph_is_valid(path, pack):
             if required and not is_widget(spec):
                 assert name in linked, f"{path.name}: {node['type']}.{name} is required but not connected"
         assert len(node["widgets_values"]) >= len(widgets), f"{path.name}: {node['type']} widget values"
+        values = ui_widget_values(node, inputs)
+        for name, spec, _ in inputs:
+            if name in values:
+                check_value(path.name, node["type"], name, spec, values[name])
 
 
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.name)
@@ -98,11 +138,8 @@ def test_api_workflow_is_valid(path, pack):
                 source = workflow[value[0]]
                 _, outputs = node_spec(pack, source["class_type"])
                 assert outputs[value[1]] == spec[0] or is_widget(spec), f"{path.name} node {node_id}.{name}"
-            elif isinstance(spec[0], list) and not is_file_choice(node["class_type"], name, spec):
-                assert value in spec[0], f"{path.name} node {node_id}.{name}={value!r} not in {spec[0]}"
-            elif spec[0] in ("INT", "FLOAT") and len(spec) > 1:
-                low, high = spec[1].get("min", float("-inf")), spec[1].get("max", float("inf"))
-                assert low <= value <= high, f"{path.name} node {node_id}.{name}={value} outside [{low}, {high}]"
+            else:
+                check_value(f"{path.name} node {node_id}", node["class_type"], name, spec, value)
         for name, (spec, required) in specs.items():
             if required:
                 assert name in node["inputs"], f"{path.name} node {node_id}: required input {name} missing"
