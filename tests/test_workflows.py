@@ -19,6 +19,9 @@ MODEL_FOLDERS = {  # loader node -> {widget: ComfyUI model folder}
     "WanAnimateSAM2Loader": {"checkpoint": "sam2"},
     "CLIPLoader": {"clip_name": "text_encoders"},
     "CLIPVisionLoader": {"clip_name": "clip_vision"},
+    "UNETLoader": {"unet_name": "diffusion_models"},
+    "DualCLIPLoader": {"clip_name1": "text_encoders", "clip_name2": "text_encoders"},
+    "VAELoader": {"vae_name": "vae"},
 }
 
 
@@ -89,7 +92,41 @@ def test_workflows_are_up_to_date():
 
 def test_every_ui_workflow_has_an_api_twin():
     assert {p.name for p in UI_FILES} == {p.name for p in API_FILES}
-    assert {"animate.json", "replace.json", "long_video.json", "low_vram.json"} <= {p.name for p in UI_FILES}
+    assert {"animate.json", "replace.json", "long_video.json", "low_vram.json", "tpose_kontext.json"} <= \
+        {p.name for p in UI_FILES}
+
+
+def test_tpose_kontext_feeds_kontext_edits_to_retargeting():
+    """The official use_flux path with core nodes: each T-pose input of Preprocess is a FLUX.1 Kontext edit (28
+    steps, guidance 2.5, the image as reference latent) of the character image / the driving video's first frame,
+    prompted with an official edit prompt."""
+    api = json.loads((ROOT / "workflows" / "api" / "tpose_kontext.json").read_text())
+    sys.path.insert(0, str(ROOT / "tools"))
+    from workflow_specs import TPOSE_PROMPTS
+
+    preprocess = next(node for node in api.values() if node["class_type"] == "WanAnimatePreprocess")
+    assert preprocess["inputs"]["retarget"] is True and preprocess["inputs"]["mode"] == "animate"
+    sources = {}
+    for name in ("tpose_character", "tpose_driving"):
+        decode = api[preprocess["inputs"][name][0]]
+        assert decode["class_type"] == "VAEDecode"
+        sampler = api[decode["inputs"]["samples"][0]]
+        assert sampler["class_type"] == "KSampler"
+        assert (sampler["inputs"]["steps"], sampler["inputs"]["cfg"], sampler["inputs"]["denoise"]) == (28, 1.0, 1.0)
+        guidance = api[sampler["inputs"]["positive"][0]]
+        assert guidance["class_type"] == "FluxGuidance" and guidance["inputs"]["guidance"] == 2.5
+        reference = api[guidance["inputs"]["conditioning"][0]]
+        assert reference["class_type"] == "ReferenceLatent"
+        assert reference["inputs"]["latent"] == sampler["inputs"]["latent_image"]
+        assert api[reference["inputs"]["conditioning"][0]]["inputs"]["text"] in TPOSE_PROMPTS.values()
+        assert api[sampler["inputs"]["model"][0]]["inputs"]["unet_name"] == "flux1-dev-kontext_fp8_scaled.safetensors"
+        scale = api[api[reference["inputs"]["latent"][0]]["inputs"]["pixels"][0]]
+        assert scale["class_type"] == "FluxKontextImageScale"
+        sources[name] = scale["inputs"]["image"][0]
+    assert api[sources["tpose_character"]]["class_type"] == "LoadImage"
+    first_frame = api[sources["tpose_driving"]]
+    assert first_frame["class_type"] == "ImageFromBatch" and first_frame["inputs"]["batch_index"] == 0
+    assert api[first_frame["inputs"]["image"][0]]["class_type"] == "GetVideoComponents"
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
