@@ -11,6 +11,7 @@ from wan_animate.preprocess.prepare import MASK_METHODS, MODES, MaskSettings, pr
 from wan_animate.preprocess.render import render_animate_poses, render_replace_poses
 from wan_animate.preprocess.resolution import MAX_SIDE
 from wan_animate.preprocess.smoothing import smooth_keypoints
+from wan_animate.preprocess.tracking import PERSON_CHOICES, parse_person_choice
 from wan_animate.preprocess.video import driving_frames_for_fps
 
 from .comfy_compat import progress_callback, save_previews
@@ -19,6 +20,9 @@ from .types import POSE_MODELS, POSES, SAM2, PoseModels
 
 CATEGORY = "WanAnimate/preprocess"
 SIZE = {"min": 64, "max": MAX_SIDE, "step": 16}
+PERSON = ("STRING", {"default": "largest", "tooltip": f"which person of the video to follow: {PERSON_CHOICES} (N: "
+                                                      "0 = largest, 1 = next largest...; point X Y: fractions 0..1 "
+                                                      "of the first frame's width and height)"})
 
 
 def _with_previews(result: tuple, **kinds: np.ndarray) -> dict:
@@ -73,6 +77,7 @@ class WanAnimatePreprocess:
                                         "tooltip": "the driving video's frame rate (connect GetVideoComponents' fps); "
                                                    "0 = unknown: the frames are used as they are"}),
                 "audio": ("AUDIO", {"tooltip": "the driving video's sound; comes out cut to the generated frames"}),
+                "person": PERSON,
             },
         }
 
@@ -84,7 +89,8 @@ class WanAnimatePreprocess:
 
     def preprocess(self, pose_models: PoseModels, character_image, driving_video, mode, width, height, retarget,
                    smoothing, mask_method, mask_grow, mask_blur, sam2=None, tpose_character=None,
-                   tpose_driving=None, fps=30.0, video_fps=0.0, audio=None):
+                   tpose_driving=None, fps=30.0, video_fps=0.0, audio=None, person="largest"):
+        person_choice = parse_person_choice(person)
         source_frames = len(driving_video)
         indices, fps = driving_frames_for_fps(source_frames, video_fps, fps)
         if indices != list(range(len(driving_video))):
@@ -101,7 +107,7 @@ class WanAnimatePreprocess:
                 tpose_character=None if tpose_character is None else image_to_u8(tpose_character,
                                                                                   "tpose_character")[0],
                 tpose_driving=None if tpose_driving is None else image_to_u8(tpose_driving, "tpose_driving")[0],
-                mask=mask_settings, progress=lambda done, total: progress(done),
+                mask=mask_settings, progress=lambda done, total: progress(done), person=person_choice,
             )
         finally:
             pose_models.release()
@@ -132,19 +138,21 @@ class WanAnimatePoseExtract:
             "images": ("IMAGE",),
             "smoothing": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05,
                                     "tooltip": "temporal smoothing of the keypoints (0 = none)"}),
-        }}
+        }, "optional": {"person": PERSON}}
 
     RETURN_TYPES = (POSES, "STRING")
     RETURN_NAMES = ("poses", "report")
     FUNCTION = "extract"
     CATEGORY = CATEGORY
 
-    def extract(self, pose_models: PoseModels, images, smoothing):
+    def extract(self, pose_models: PoseModels, images, smoothing, person="largest"):
+        person_choice = parse_person_choice(person)
         frames = image_to_u8(images, "images")
         progress = progress_callback(2 * len(frames))
         try:
             poses = extract_poses(frames, pose_models.detector, pose_models.pose_model,
-                                  progress=lambda done, total: progress(done), source="images")
+                                  progress=lambda done, total: progress(done), source="images",
+                                  person=person_choice)
         finally:
             pose_models.release()
         if smoothing > 0:

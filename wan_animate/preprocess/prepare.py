@@ -27,6 +27,7 @@ from .render import render_animate_poses, render_replace_poses
 from .resolution import generation_size
 from .retarget import retarget_poses
 from .smoothing import smooth_keypoints
+from .tracking import PersonChoice
 from .video import DEFAULT_AREA, padding_resize, resize_frames, resize_to
 
 MODES = ("animate", "replace")
@@ -77,10 +78,12 @@ def prepare_inputs(
     tpose_driving: np.ndarray | None = None,
     mask: MaskSettings | None = None,
     progress: Callable[[int, int], None] | None = None,
+    person: PersonChoice = PersonChoice(),
 ) -> PreparedInputs:
     """Character image [H, W, 3] and driving video [F, H, W, 3] (uint8 RGB) -> reference, pose and face frames
     (and, for Replacement, background and mask). `tpose_character` / `tpose_driving`: optional images of the
-    character and of the driving video's first frame edited into a T-pose (retargeting's bone lengths)."""
+    character and of the driving video's first frame edited into a T-pose (retargeting's bone lengths). `person`:
+    which person of the driving video is followed (pose, face crops, mask)."""
     if mode not in MODES:
         raise ValueError(f"mode is {mode!r}; expected one of {MODES}")
     if mode == "replace" and retarget:
@@ -99,10 +102,11 @@ def prepare_inputs(
         reference = resize_to(character, height, width)
     # the character's pose first: a character without one fails before the long pass over the video
     ref_pose = extract_image_pose(reference, detector, pose_model) if retarget else None
-    poses = extract_poses(video, detector, pose_model, progress=progress)
+    poses = extract_poses(video, detector, pose_model, progress=progress, person=person)
     if smoothing > 0:
         poses.keypoints = smooth_keypoints(poses.keypoints, smoothing)
-    report = [f"person followed in {int(poses.person_found.sum())} of {len(poses)} frames"]
+    chosen = "" if person == PersonChoice() else f" ({person})"
+    report = [f"person{chosen} followed in {int(poses.person_found.sum())} of {len(poses)} frames"]
 
     faces = detect_face_boxes(poses.keypoints, poses.frame_size).require_faces("driving video")
     if faces.missing_count:
