@@ -6,7 +6,7 @@ import numpy as np
 from wan_animate.preprocess.audio import trim_waveform
 from wan_animate.preprocess.extract import extract_poses
 from wan_animate.preprocess.face_crop import crop_faces, detect_face_boxes
-from wan_animate.preprocess.masks import blur_mask, grow_mask
+from wan_animate.preprocess.masks import blur_mask, grow_mask, parse_user_points
 from wan_animate.preprocess.prepare import MASK_METHODS, MODES, MaskSettings, prepare_inputs
 from wan_animate.preprocess.render import render_animate_poses, render_replace_poses
 from wan_animate.preprocess.resolution import MAX_SIDE
@@ -78,6 +78,11 @@ class WanAnimatePreprocess:
                                                    "0 = unknown: the frames are used as they are"}),
                 "audio": ("AUDIO", {"tooltip": "the driving video's sound; comes out cut to the generated frames"}),
                 "person": PERSON,
+                "points": ("STRING", {"default": "", "tooltip": "points clicked on the driving video's first frame "
+                                                                "(the points editor on this node: left click = "
+                                                                "person, right click = not the person), added to "
+                                                                "SAM2's prompts; JSON {\"positive\": [[x, y]], "
+                                                                "\"negative\": [[x, y]]}, x, y in 0..1"}),
             },
         }
 
@@ -89,8 +94,9 @@ class WanAnimatePreprocess:
 
     def preprocess(self, pose_models: PoseModels, character_image, driving_video, mode, width, height, retarget,
                    smoothing, mask_method, mask_grow, mask_blur, sam2=None, tpose_character=None,
-                   tpose_driving=None, fps=30.0, video_fps=0.0, audio=None, person="largest"):
+                   tpose_driving=None, fps=30.0, video_fps=0.0, audio=None, person="largest", points=""):
         person_choice = parse_person_choice(person)
+        user_points = parse_user_points(points)
         source_frames = len(driving_video)
         indices, fps = driving_frames_for_fps(source_frames, video_fps, fps)
         if indices != list(range(len(driving_video))):
@@ -98,7 +104,7 @@ class WanAnimatePreprocess:
         video = image_to_u8(driving_video, "driving_video")
         mask_settings = MaskSettings(method=mask_method, grow=mask_grow, blur=mask_blur,
                                      sam2_checkpoint=sam2.path if sam2 else None,
-                                     sam2_device=sam2.device if sam2 else "cuda")
+                                     sam2_device=sam2.device if sam2 else "cuda", points=user_points)
         progress = progress_callback(2 * len(video))
         try:
             prepared = prepare_inputs(

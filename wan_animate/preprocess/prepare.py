@@ -20,8 +20,8 @@ from ..runtime.host_memory import warn_if_host_memory_short
 from .detector import PersonDetector
 from .extract import PoseSequence, extract_image_pose, extract_poses
 from .face_crop import crop_faces, detect_face_boxes
-from .masks import (SAM2_INSTALL_HINT, blur_mask, box_person_masks, grow_mask, official_mask_postprocess,
-                    replacement_inputs, sam2_person_masks)
+from .masks import (SAM2_INSTALL_HINT, UserPoints, blur_mask, box_person_masks, grow_mask,
+                    official_mask_postprocess, replacement_inputs, sam2_person_masks)
 from .pose_model import WholeBodyPoseModel
 from .render import render_animate_poses, render_replace_poses
 from .resolution import generation_size
@@ -37,9 +37,9 @@ FACE_SIZE = 512  # side of the face crops
 
 @dataclass
 class MaskSettings:
-    """Replacement mask: `method` pose_box | sam2 (needs `sam2_checkpoint`), the official dilation (`iterations`
-    of a `kernel` x `kernel` square, 0 = none) and blockify grid (`w_len` x `h_len` cells), then user `grow` (px,
-    negative shrinks) and `blur` (px radius)."""
+    """Replacement mask: `method` pose_box | sam2 (needs `sam2_checkpoint`; `points` clicked on the first frame
+    join its prompts), the official dilation (`iterations` of a `kernel` x `kernel` square, 0 = none) and blockify
+    grid (`w_len` x `h_len` cells), then user `grow` (px, negative shrinks) and `blur` (px radius)."""
 
     method: str = "pose_box"
     sam2_checkpoint: str | None = None
@@ -50,6 +50,7 @@ class MaskSettings:
     h_len: int = 1
     grow: int = 0
     blur: float = 0.0
+    points: UserPoints = UserPoints()
 
 
 @dataclass
@@ -175,9 +176,12 @@ def check_mask_settings(settings: MaskSettings) -> None:
 def _replacement(video: np.ndarray, poses: PoseSequence, settings: MaskSettings,
                  report: list[str]) -> tuple[np.ndarray, np.ndarray]:
     if settings.method == "sam2":  # settings checked by check_mask_settings
-        masks = sam2_person_masks(video, poses.keypoints, settings.sam2_checkpoint, device=settings.sam2_device)
+        masks = sam2_person_masks(video, poses.keypoints, settings.sam2_checkpoint, device=settings.sam2_device,
+                                  user_points=settings.points)
     else:
         masks = (box_person_masks(poses.keypoints, poses.frame_size) > 0.5).astype(np.uint8)
+        if settings.points:
+            report.append("the clicked points were not used: only mask method 'sam2' takes them")
     masks = official_mask_postprocess(masks, settings.iterations, settings.kernel, settings.w_len, settings.h_len)
     masks = blur_mask(grow_mask(masks.astype(np.float32), settings.grow), settings.blur)
     report.append(f"person mask ({settings.method}) covers {100 * float(masks.mean()):.1f}% of the frames")
