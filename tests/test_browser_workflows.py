@@ -3,7 +3,8 @@
 Checks that the web extension is served and registers, that every UI-format workflow in workflows/*.json loads
 with all its node types known and its widget values intact (one screenshot each, path printed), that dropping it on
 a server without its model files opens the missing-models dialog with exactly the files it declares, that a tiny
-core-node graph queued from the page shows its output image, and that the preview contract renders frame sliders.
+core-node graph queued from the page shows its output image, that the preview contract renders frame sliders, and
+that the points editor on Preprocess turns clicks on the driving video's first frame into its saved `points`.
 Skipped unless COMFYUI_PATH is set, /usr/bin/chromium exists and the `playwright` package is installed.
 """
 from __future__ import annotations
@@ -28,6 +29,7 @@ CHROMIUM_ARGS = [
 ]
 EXTENSION_NAME = "WanAnimate.Previews"
 EXTENSION_FILE = "wan_animate.js"
+POINTS_EXTENSION_NAME = "WanAnimate.PointsEditor"  # web/wan_animate_points.js
 PAGE_TIMEOUT_MS = 90_000
 UI_WORKFLOWS = sorted(
     path for path in (REPO_ROOT / "workflows").glob("*.json")
@@ -125,7 +127,7 @@ def test_extension_is_served_and_registers(comfyui, page):
     ours = [url for url in extensions if url.endswith(f"/{EXTENSION_FILE}") and comfyui.pack_dir.name in url]
     assert ours, f"/extensions does not list {EXTENSION_FILE}: {extensions}"
     names = page.evaluate("() => window.app.extensions.map(e => e.name)")
-    assert EXTENSION_NAME in names
+    assert EXTENSION_NAME in names and POINTS_EXTENSION_NAME in names
     assert page.errors.items == []
 
 
@@ -389,4 +391,72 @@ def test_core_node_with_the_same_prefix_is_left_alone(page):
                 widgets: core.widgets.map(w => w.name).filter(n => n === "wan_animate_previews")};
     }""")
     assert state == {"module": "comfy_extras.nodes_wan", "widgets": []}
+    assert page.errors.items == []
+
+
+POINTS_GRAPH_JS = """(file) => {
+    const app = window.app, LiteGraph = window.LiteGraph;
+    app.graph.clear();
+    const load = LiteGraph.createNode("LoadVideo");
+    const parts = LiteGraph.createNode("GetVideoComponents");
+    const node = LiteGraph.createNode("WanAnimatePreprocess");
+    load.pos = [20, 20]; parts.pos = [20, 420]; node.pos = [420, 20];
+    [load, parts, node].forEach(n => app.graph.add(n));
+    load.widgets.find(w => w.name === "file").value = file;
+    load.connect(0, parts, 0);
+    parts.connect(0, node, node.findInputSlot("driving_video"));
+    app.canvas.ds.offset = [0, 0];
+    app.canvas.ds.scale = 1;
+    app.canvas.setDirty(true, true);
+    return node.id;
+}"""
+
+
+def _write_first_frame_video(path: Path) -> None:
+    """A 4-frame 160x96 WebM (VP8): green first frame, red after it."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libvpx", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        for index in range(4):
+            frame = np.zeros((96, 160, 3), np.uint8)
+            frame[..., 1 if index == 0 else 0] = 255
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def test_points_editor_saves_left_and_right_clicks_in_the_workflow(page, comfyui, tmp_path):
+    """The Preprocess node shows the first frame of the video loaded upstream; a left click adds a positive point,
+    a right click a negative one, both saved (as fractions of the frame) in the hidden `points` widget and the
+    serialized workflow; undo removes the last one."""
+    _write_first_frame_video(comfyui.input_dir / "points_probe.webm")
+    node_id = page.evaluate(POINTS_GRAPH_JS, "points_probe.webm")
+    _wait_for(page, "() => { const v = document.querySelector('.wan-animate-points video.wa-points-media');"
+                    " return v && v.readyState >= 2 && v.getBoundingClientRect().width > 50; }",
+              tmp_path, "the driving video's first frame on the Preprocess node")
+    media = page.locator(".wan-animate-points .wa-points-media")
+    assert "filename=points_probe.webm" in media.get_attribute("src") and "type=input" in media.get_attribute("src")
+    assert page.evaluate("(id) => window.app.graph.getNodeById(id).widgets.find(w => w.name === 'points').hidden",
+                         node_id) is True
+    box = media.bounding_box()
+    page.mouse.click(box["x"] + 0.25 * box["width"], box["y"] + 0.5 * box["height"])
+    page.mouse.click(box["x"] + 0.75 * box["width"], box["y"] + 0.25 * box["height"], button="right")
+    value = page.evaluate("(id) => window.app.graph.getNodeById(id).widgets.find(w => w.name === 'points').value",
+                          node_id)
+    points = json.loads(value)
+    assert [[round(v, 2) for v in p] for p in points["positive"]] == [[0.25, 0.5]]
+    assert [[round(v, 2) for v in p] for p in points["negative"]] == [[0.75, 0.25]]
+    assert page.locator(".wa-point[data-label='1']").count() == 1
+    assert page.locator(".wa-point[data-label='0']").count() == 1
+    saved = page.evaluate("(id) => window.app.graph.serialize().nodes.find(n => n.id === id).widgets_values", node_id)
+    assert value in saved
+    page.locator(".wan-animate-points button", has_text="undo").click()
+    after_undo = page.evaluate("(id) => window.app.graph.getNodeById(id).widgets.find(w => w.name === 'points')"
+                               ".value", node_id)
+    assert json.loads(after_undo)["negative"] == [] and json.loads(after_undo)["positive"] == points["positive"]
+    shot = tmp_path / "points_editor.png"
+    page.screenshot(path=str(shot))
+    print(f"screenshot of the points editor: {shot}")
     assert page.errors.items == []

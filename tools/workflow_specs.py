@@ -183,7 +183,7 @@ def tpose_kontext_graph() -> list[Node]:
     readme = next(n for n in nodes if n.id == 30)
     readme.widgets["text"] = note(["bf16", "vae", "t5", "clip_vision", "detector", "pose", "kontext", "clip_l",
                                    "t5_flux", "flux_vae"], extra)
-    y = 1500
+    y = 1750
     prompt = TPOSE_PROMPTS["full body, landscape"]
     nodes += [
         Node(40, "UNETLoader", (0, y), {"unet_name": MODELS["kontext"][0], "weight_dtype": "default"},

@@ -28,10 +28,10 @@ const STYLE = `
 .wan-animate-points .wa-points-frame { flex: 1; min-height: 0; display: flex; justify-content: center;
   align-items: center; background: #111; border-radius: 4px; }
 .wan-animate-points .wa-points-stage { position: relative; display: inline-block; max-width: 100%; max-height: 100%; }
-.wan-animate-points .wa-points-media { display: block; max-width: 100%; max-height: ${EDITOR_HEIGHT - 40}px;
-  cursor: crosshair; user-select: none; }
-.wan-animate-points .wa-point { position: absolute; width: 10px; height: 10px; margin: -6px 0 0 -6px;
-  border-radius: 50%; border: 1px solid #000; pointer-events: none; }
+.wan-animate-points .wa-points-media { display: block; height: ${EDITOR_HEIGHT - 48}px; width: auto;
+  max-width: 100%; object-fit: fill; cursor: crosshair; user-select: none; }
+.wan-animate-points .wa-point { position: absolute; width: 10px; height: 10px; margin: -7px 0 0 -7px;
+  border-radius: 50%; border: 2px solid #fff; box-shadow: 0 0 2px #000; pointer-events: none; }
 .wan-animate-points .wa-point[data-label="1"] { background: #3c3; }
 .wan-animate-points .wa-point[data-label="0"] { background: #e33; }
 `;
@@ -127,7 +127,8 @@ function mediaFor(file) {
   return image;
 }
 
-/** The editor: a header (counts, undo, clear), the first frame, the points drawn on it. */
+/** The editor: a header (counts, undo, clear), the first frame, the points drawn on it. The frame fills its
+ *  element (object-fit: fill), so a click's place in the element's box is its place in the frame. */
 function buildEditor(node, pointsWidget) {
   ensureStyle();
   const root = document.createElement("div");
