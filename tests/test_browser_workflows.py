@@ -430,7 +430,7 @@ def _write_first_frame_video(path: Path) -> None:
 def test_points_editor_saves_left_and_right_clicks_in_the_workflow(page, comfyui, tmp_path):
     """The Preprocess node shows the first frame of the video loaded upstream; a left click adds a positive point,
     a right click a negative one, both saved (as fractions of the frame) in the hidden `points` widget and the
-    serialized workflow; undo removes the last one."""
+    serialized workflow; undo removes the last one; shift + click picks the person to follow."""
     _write_first_frame_video(comfyui.input_dir / "points_probe.webm")
     node_id = page.evaluate(POINTS_GRAPH_JS, "points_probe.webm")
     _wait_for(page, "() => { const v = document.querySelector('.wan-animate-points video.wa-points-media');"
@@ -456,6 +456,14 @@ def test_points_editor_saves_left_and_right_clicks_in_the_workflow(page, comfyui
     after_undo = page.evaluate("(id) => window.app.graph.getNodeById(id).widgets.find(w => w.name === 'points')"
                                ".value", node_id)
     assert json.loads(after_undo)["negative"] == [] and json.loads(after_undo)["positive"] == points["positive"]
+    media.click(position={"x": 0.5 * box["width"], "y": 0.75 * box["height"]}, modifiers=["Shift"])
+    person = page.evaluate("(id) => window.app.graph.getNodeById(id).widgets.find(w => w.name === 'person').value",
+                           node_id)
+    x, y = (float(v) for v in person.split()[1:])
+    assert person.startswith("point ") and (round(x, 2), round(y, 2)) == (0.5, 0.75)
+    assert page.locator(".wa-point[data-label='person']").count() == 1
+    assert page.evaluate("(id) => window.app.graph.getNodeById(id).widgets.find(w => w.name === 'points').value",
+                         node_id) == after_undo  # shift + click chose the person, added no SAM2 point
     shot = tmp_path / "points_editor.png"
     page.screenshot(path=str(shot))
     print(f"screenshot of the points editor: {shot}")

@@ -1,7 +1,7 @@
 // Wan Animate points editor: click on the driving video's first frame, on the Preprocess node, to guide SAM2's mask.
 //
 // Left click adds a positive point (the person to replace), right click a negative one (something the mask must
-// leave out). The points live in the node's `points` STRING widget (hidden; saved with the workflow) as JSON
+// leave out); shift + left click picks the person to follow (the node's `person` widget becomes "point X Y"). The points live in the node's `points` STRING widget (hidden; saved with the workflow) as JSON
 // {"positive": [[x, y], ...], "negative": [[x, y], ...]}, x and y fractions 0..1 of the frame's width and height,
 // which Preprocess adds to SAM2's prompts of the first frame (wan_animate/preprocess/masks.py, parse_user_points).
 // The frame shown is the first frame of the file loaded upstream of `driving_video` (Load Video / Load Image).
@@ -12,6 +12,7 @@ const EXTENSION_NAME = "WanAnimate.PointsEditor";
 const NODE_NAME = "WanAnimatePreprocess";
 const CUSTOM_NODE_MODULE = "custom_nodes.";
 const POINTS_WIDGET = "points";
+const PERSON_WIDGET = "person";
 const EDITOR_WIDGET = "wan_animate_points_editor";
 const SOURCE_INPUT = "driving_video";
 const FILE_WIDGETS = ["file", "video", "image"]; // Load Video's `file`, Load Image's `image`, other packs' `video`
@@ -23,17 +24,19 @@ const STYLE = `
 .wan-animate-points { display: flex; flex-direction: column; gap: 4px; width: 100%; height: 100%;
   box-sizing: border-box; padding: 2px; font: 11px sans-serif; color: var(--input-text, #ddd); }
 .wan-animate-points .wa-points-head { display: flex; align-items: center; gap: 6px; }
-.wan-animate-points .wa-points-head span { flex: 1; }
+.wan-animate-points .wa-points-head span { flex: 1; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }
 .wan-animate-points button { font: inherit; padding: 0 6px; cursor: pointer; }
 .wan-animate-points .wa-points-frame { flex: 1; min-height: 0; display: flex; justify-content: center;
   align-items: center; background: #111; border-radius: 4px; }
 .wan-animate-points .wa-points-stage { position: relative; display: inline-block; max-width: 100%; max-height: 100%; }
-.wan-animate-points .wa-points-media { display: block; height: ${EDITOR_HEIGHT - 48}px; width: auto;
+.wan-animate-points .wa-points-media { display: block; height: ${EDITOR_HEIGHT - 56}px; width: auto;
   max-width: 100%; object-fit: fill; cursor: crosshair; user-select: none; }
 .wan-animate-points .wa-point { position: absolute; width: 10px; height: 10px; margin: -7px 0 0 -7px;
   border-radius: 50%; border: 2px solid #fff; box-shadow: 0 0 2px #000; pointer-events: none; }
 .wan-animate-points .wa-point[data-label="1"] { background: #3c3; }
 .wan-animate-points .wa-point[data-label="0"] { background: #e33; }
+.wan-animate-points .wa-point[data-label="person"] { background: #39f; border-radius: 2px; }
 `;
 
 function ensureStyle() {
@@ -62,6 +65,12 @@ export function addPoint(text, x, y, positive) {
   const points = parsePoints(text);
   points[positive ? "positive" : "negative"].push([round(x), round(y)]);
   return JSON.stringify(points);
+}
+
+/** The (x, y) of a person widget's "point X Y" choice, else null. */
+export function personPoint(text) {
+  const match = /^\s*point[\s,]+([\d.]+)[\s,]+([\d.]+)\s*$/i.exec(text ?? "");
+  return match ? [Number(match[1]), Number(match[2])] : null;
 }
 
 /** The file shown for a node input: walk up the links from `inputName` to a node with a file widget. */
@@ -129,7 +138,7 @@ function mediaFor(file) {
 
 /** The editor: a header (counts, undo, clear), the first frame, the points drawn on it. The frame fills its
  *  element (object-fit: fill), so a click's place in the element's box is its place in the frame. */
-function buildEditor(node, pointsWidget) {
+function buildEditor(node, pointsWidget, personWidget) {
   ensureStyle();
   const root = document.createElement("div");
   root.className = "wan-animate-points";
@@ -140,6 +149,8 @@ function buildEditor(node, pointsWidget) {
   undo.textContent = "undo";
   const clear = document.createElement("button");
   clear.textContent = "clear";
+  counts.title = "left click: a point on the person to replace; right click: a point the mask must leave out; " +
+    "shift + left click: follow this person (sets `person`)";
   head.append(counts, undo, clear);
   const frame = document.createElement("div");
   frame.className = "wa-points-frame";
@@ -160,7 +171,8 @@ function buildEditor(node, pointsWidget) {
   const draw = () => {
     const points = parsePoints(pointsWidget.value);
     stage.querySelectorAll(".wa-point").forEach((dot) => dot.remove());
-    for (const [label, list] of [["1", points.positive], ["0", points.negative]]) {
+    const person = personPoint(personWidget?.value);
+    for (const [label, list] of [["1", points.positive], ["0", points.negative], ["person", person ? [person] : []]]) {
       for (const [x, y] of list) {
         const dot = document.createElement("div");
         dot.className = "wa-point";
@@ -172,17 +184,24 @@ function buildEditor(node, pointsWidget) {
     }
     root.dataset.positive = String(points.positive.length);
     root.dataset.negative = String(points.negative.length);
-    counts.textContent = `SAM2 points: ${points.positive.length} person (left click), ` +
-      `${points.negative.length} not (right click)`;
+    counts.textContent = `SAM2 points: ${points.positive.length} person, ${points.negative.length} not`;
   };
   const click = (event, positive) => {
     event.preventDefault();
     event.stopPropagation();
     const rect = media.getBoundingClientRect();
     if (!rect.width || !rect.height) return;
+    const x = (event.clientX - rect.left) / rect.width;
+    const y = (event.clientY - rect.top) / rect.height;
+    if (positive && event.shiftKey && personWidget) {
+      personWidget.value = `point ${round(x)} ${round(y)}`;
+      personWidget.callback?.(personWidget.value);
+      draw();
+      node.setDirtyCanvas?.(true, true);
+      return;
+    }
     history.push(pointsWidget.value ?? "");
-    setValue(addPoint(pointsWidget.value, (event.clientX - rect.left) / rect.width,
-                      (event.clientY - rect.top) / rect.height, positive));
+    setValue(addPoint(pointsWidget.value, x, y, positive));
   };
   const refresh = () => {
     const current = sourceFile(node, SOURCE_INPUT);
@@ -217,7 +236,7 @@ app.registerExtension({
     const pointsWidget = node.widgets?.find((w) => w.name === POINTS_WIDGET);
     if (!pointsWidget) return;
     pointsWidget.hidden = true; // edited through the editor; still saved with the workflow
-    const element = buildEditor(node, pointsWidget);
+    const element = buildEditor(node, pointsWidget, node.widgets.find((w) => w.name === PERSON_WIDGET));
     const editor = node.addDOMWidget(EDITOR_WIDGET, "wan_animate_points", element, {
       serialize: false,
       hideOnZoom: false,
