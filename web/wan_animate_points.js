@@ -1,7 +1,8 @@
 // Wan Animate points editor: click on the driving video's first frame, on the Preprocess node, to guide SAM2's mask.
 //
 // Left click adds a positive point (the person to replace), right click a negative one (something the mask must
-// leave out); shift + left click picks the person to follow (the node's `person` widget becomes "point X Y"). The points live in the node's `points` STRING widget (hidden; saved with the workflow) as JSON
+// leave out); shift + left click picks the person to follow (the node's `person` widget becomes "point X Y").
+// The points live in the node's `points` STRING widget (hidden; saved with the workflow) as JSON
 // {"positive": [[x, y], ...], "negative": [[x, y], ...]}, x and y fractions 0..1 of the frame's width and height,
 // which Preprocess adds to SAM2's prompts of the first frame (wan_animate/preprocess/masks.py, parse_user_points).
 // The frame shown is the first frame of the file loaded upstream of `driving_video` (Load Video / Load Image).

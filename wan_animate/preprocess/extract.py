@@ -61,11 +61,11 @@ def extract_poses(frames_u8: np.ndarray, detector: PersonDetector, pose_model: W
     """Keypoints of the main person in every frame of `frames_u8` [F, H, W, 3] uint8 RGB.
 
     track=True chooses the person once (`person`; default the largest, official rule) and follows it across
-    frames; track=False re-chooses the largest in every frame as the official pipeline does. Where the followed person is not detected
-    the previous box is reused (`carry_over`), otherwise the whole frame goes to the pose model (the official
-    behaviour); either way `person_found` is False there. `progress(done, total)` is called after each chunk of
-    work (total = 2 F: detection, then pose). Raises ValueError, naming `source`, when no person is detected in any
-    frame.
+    frames; track=False re-chooses the largest in every frame as the official pipeline does. Where the followed
+    person is not detected the previous box is reused (`carry_over`), otherwise the whole frame goes to the pose
+    model (the official behaviour); either way `person_found` is False there. `progress(done, total)` is called
+    after each chunk of work (total = 2 F: detection, then pose). Raises ValueError, naming `source`, when no person
+    is detected in any frame, or when the chosen person (an `index` beyond the crowd) is in none.
     """
     frames = _check_video(frames_u8, source)
     total = 2 * len(frames)
