@@ -4,7 +4,7 @@ One configuration per run (so the peak is clean); prints one JSON line. Configur
   --fp8                   block and face-adapter Linear weights stored in fp8 (e4m3fn, per-tensor scale), as the
                           loader's fp8 option stores them; upcast per layer
   --offload N | auto      offload the last N blocks (auto: planned for the free VRAM, or --vram-budget-gib)
-  --attention sdpa|sage|auto
+  --attention sdpa|sage|flash|auto
   --compile               torch.compile each block
 
   python benchmarks/dit_step_bench.py --width 832 --height 480 --frames 77 --steps 3
@@ -55,7 +55,7 @@ def parse_args() -> argparse.Namespace:
                    help="plan 'auto' for this much free VRAM instead of the measured free memory")
     p.add_argument("--margin-gib", type=float, default=memory.DEFAULT_MARGIN_BYTES / GIB,
                    help="safety margin of the 'auto' plan")
-    p.add_argument("--attention", default="sdpa", choices=["sdpa", "sage", "auto"])
+    p.add_argument("--attention", default="sdpa", choices=["sdpa", "sage", "flash", "auto"])
     p.add_argument("--compile", action="store_true")
     a = p.parse_args()
     a.width = a.width or (64 if a.tiny else 832)

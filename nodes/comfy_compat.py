@@ -147,6 +147,13 @@ def register_model_folder(folder: str, extensions: set[str]) -> None:
         folder_paths.folder_names_and_paths[folder] = ([path], set(extensions))
 
 
+def output_directory() -> str:
+    """ComfyUI's output folder, or $WAN_ANIMATE_OUTPUT_DIR / ./output outside ComfyUI."""
+    if folder_paths is not None:
+        return folder_paths.get_output_directory()
+    return os.environ.get("WAN_ANIMATE_OUTPUT_DIR", os.path.join(os.getcwd(), "output"))
+
+
 def save_previews(frames_u8, kind: str, max_frames: int = 16, max_side: int = 256) -> list[dict]:
     """Save up to `max_frames` evenly spaced frames [F, H, W, 3] uint8 as small PNGs in ComfyUI's temp folder and
     return their ComfyUI image records (an empty list outside ComfyUI)."""
@@ -174,13 +181,6 @@ def input_directory() -> str:
     if folder_paths is not None:
         return folder_paths.get_input_directory()
     return os.environ.get("WAN_ANIMATE_INPUT_DIR", os.path.join(os.getcwd(), "input"))
-
-
-def output_directory() -> str:
-    """ComfyUI's output folder, or ./output outside ComfyUI."""
-    if folder_paths is not None:
-        return folder_paths.get_output_directory()
-    return os.path.join(os.getcwd(), "output")
 
 
 def output_path(relative: str, input_name: str) -> str:

@@ -1,4 +1,4 @@
-"""Load precomputed prompt embeddings and CLIP features from a safetensors file (skips loading umT5 and CLIP)."""
+"""Save and load a job's prompt embeddings and CLIP features in a safetensors file (re-runs skip umT5 and CLIP)."""
 from __future__ import annotations
 
 import os
@@ -7,12 +7,23 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from .checks import absent_conditioning, all_finite
-from .comfy_compat import input_directory
+from wan_animate.io.embeddings import Embeddings, save_embeddings
+
+from .checks import absent_conditioning, all_finite, clip_features, conditioning_tokens
+from .comfy_compat import input_directory, output_directory
 
 CATEGORY = "WanAnimate/conditioning"
 EXPECTED_SHAPES = {"context": "[tokens, 4096]", "context_null": "[tokens, 4096]", "clip_fea": "[1, 257, 1280]"}
 EXPECTED_RANKS = {"context": 2, "context_null": 2, "clip_fea": 3}
+SAVED_FOLDER = "wan_animate_embeddings"  # inside the output folder; Load Embeddings lists it as "<file> [output]"
+OUTPUT_TAG = " [output]"
+
+
+def _saved_files() -> list[str]:
+    folder = os.path.join(output_directory(), SAVED_FOLDER)
+    if not os.path.isdir(folder):
+        return []
+    return sorted(f"{SAVED_FOLDER}/{f}{OUTPUT_TAG}" for f in os.listdir(folder) if f.endswith(".safetensors"))
 
 
 class ClipVisionFeatures:
@@ -36,7 +47,8 @@ class WanAnimateLoadEmbeddings:
     def INPUT_TYPES(cls):
         folder = input_directory()
         files = sorted(f for f in os.listdir(folder) if f.endswith(".safetensors")) if os.path.isdir(folder) else []
-        return {"required": {"file": (files, {"tooltip": "a .safetensors file in ComfyUI's input folder"})}}
+        return {"required": {"file": (files + _saved_files(), {
+            "tooltip": "a .safetensors file in ComfyUI's input folder, or one Save Embeddings wrote [output]"})}}
 
     RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "CLIP_VISION_OUTPUT")
     RETURN_NAMES = ("positive", "negative", "clip_vision_output")
@@ -44,7 +56,10 @@ class WanAnimateLoadEmbeddings:
     CATEGORY = CATEGORY
 
     def load(self, file):
-        path = file if os.path.isabs(file) else os.path.join(input_directory(), file)
+        if file.endswith(OUTPUT_TAG):
+            path = os.path.join(output_directory(), file[:-len(OUTPUT_TAG)])
+        else:
+            path = file if os.path.isabs(file) else os.path.join(input_directory(), file)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"file '{file}' was not found in the input folder ({input_directory()})")
         try:
@@ -71,5 +86,49 @@ class WanAnimateLoadEmbeddings:
         return (positive, negative, ClipVisionFeatures(tensors["clip_fea"].float()))
 
 
-NODE_CLASS_MAPPINGS = {"WanAnimateLoadEmbeddings": WanAnimateLoadEmbeddings}
-NODE_DISPLAY_NAME_MAPPINGS = {"WanAnimateLoadEmbeddings": "Wan Animate Load Embeddings"}
+class WanAnimateSaveEmbeddings:
+    """Write the prompt, the negative prompt and the CLIP features to output/wan_animate_embeddings/ (a new numbered
+    file each run), for Load Embeddings or `wan_animate.api.animate_files` to reuse without the encoders."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "positive": ("CONDITIONING", {"tooltip": "CLIPTextEncode with the umT5 'wan' text encoder"}),
+                "clip_vision_output": ("CLIP_VISION_OUTPUT", {"tooltip": "CLIPVisionEncode of the reference "
+                                                                         "(clip_vision_h, crop none)"}),
+                "filename_prefix": ("STRING", {"default": "embeds", "tooltip": "file name before the number, "
+                                                                               "inside output/wan_animate_embeddings/"}),
+            },
+            "optional": {"negative": ("CONDITIONING", {"tooltip": "needed later for cfg > 1"})},
+        }
+
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("file",)
+    FUNCTION = "save"
+    OUTPUT_NODE = True
+    CATEGORY = CATEGORY
+
+    def save(self, positive, clip_vision_output, filename_prefix, negative=None):
+        embeddings = Embeddings(
+            context=conditioning_tokens(positive, "positive"),
+            clip_fea=clip_features(clip_vision_output),
+            context_null=None if negative is None else conditioning_tokens(negative, "negative"),
+        )
+        for name, tensor in (("positive", embeddings.context), ("negative", embeddings.context_null),
+                             ("clip_vision_output", embeddings.clip_fea)):
+            if tensor is not None and not torch.isfinite(tensor).all():
+                raise ValueError(f"{name} holds NaN or infinite values; nothing was saved")
+        path = save_embeddings(os.path.join(output_directory(), SAVED_FOLDER), filename_prefix, embeddings)
+        name = f"{SAVED_FOLDER}/{path.name}"
+        return {"ui": {"text": [name]}, "result": (name + OUTPUT_TAG,)}
+
+
+NODE_CLASS_MAPPINGS = {
+    "WanAnimateLoadEmbeddings": WanAnimateLoadEmbeddings,
+    "WanAnimateSaveEmbeddings": WanAnimateSaveEmbeddings,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "WanAnimateLoadEmbeddings": "Wan Animate Load Embeddings",
+    "WanAnimateSaveEmbeddings": "Wan Animate Save Embeddings",
+}

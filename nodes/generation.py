@@ -89,7 +89,9 @@ class WanAnimateSampler:
                 "embeds": (EMBEDS,),
                 "steps": ("INT", {"default": 20, "min": 1, "max": 200, "tooltip": "4-8 with a step-distill LoRA"}),
                 "shift": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 100.0, "step": 0.1}),
-                "scheduler": (list(SCHEDULERS), {"default": "dpm++"}),
+                "scheduler": (list(SCHEDULERS), {"default": "dpm++", "tooltip": "dpm++ (2M) / unipc: the official "
+                              "solvers; euler; euler_a: stochastic; lightx2v / lightx2v_sde: the timesteps of "
+                              "step-distill LoRAs (4 steps, shift 5, cfg 1)"}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
                 "cfg": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 20.0, "step": 0.1,
                                   "tooltip": "> 1: guidance with the negative prompt and a blank face (slower)"}),
@@ -103,9 +105,9 @@ class WanAnimateSampler:
                                        "tooltip": "extra guidance on the facial expression only (1 = off)"}),
                 "colour_correction": ("BOOLEAN", {"default": False,
                                                   "tooltip": "match each segment's colours to the previous one"}),
-                "resume_dir": ("STRING", {"default": "", "tooltip": "folder (inside output/) keeping finished "
-                                                                    "segments; a re-run with the same inputs resumes "
-                                                                    "there"}),
+                "resume_dir": ("STRING", {"default": "", "tooltip": "folder inside output/ keeping finished "
+                                                                    "segments; a re-run with the same inputs, "
+                                                                    "settings and models resumes there"}),
             },
         }
 

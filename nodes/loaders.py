@@ -48,7 +48,8 @@ class WanAnimateModelLoader:
                     "tooltip": "default keeps the file's storage (fp8 files stay fp8); fp8_e4m3fn stores the "
                                "transformer's linear layers in fp8 (half the memory of bf16)"}),
                 "attention": (list(BACKENDS), {
-                    "default": "sdpa", "tooltip": "sage needs `pip install sageattention`; falls back to sdpa"}),
+                    "default": "sdpa", "tooltip": "sage needs `pip install sageattention`, flash `pip install flash-attn`; "
+                               "each falls back to sdpa (logged); auto: sage, else flash, else sdpa"}),
                 "offload_blocks": ("STRING", {
                     "default": "auto",
                     "tooltip": "transformer blocks streamed from host memory: 'auto' plans from free VRAM, or a "
@@ -62,6 +63,8 @@ class WanAnimateModelLoader:
                                  "tooltip": "GPUs that share each sampling step (sequence parallel): > 1 runs the "
                                             "model in one worker process per GPU (cuda:0..gpus-1), each holding "
                                             "the weights"}),
+                "fp8_matmul": ("BOOLEAN", {"default": False, "tooltip": "fp8 (e4m3) weights multiply on fp8 tensor "
+                                                                     "cores (RTX 40xx, H100 and later; others upcast)"}),
             },
         }
 
@@ -71,10 +74,10 @@ class WanAnimateModelLoader:
     CATEGORY = CATEGORY
 
     def load(self, model_name, compute_dtype, weight_storage, attention, offload_blocks, prefetch_blocks=1,
-             compile=False, gpus=1):
+             compile=False, gpus=1, fp8_matmul=False):
         offload = _offload_setting(offload_blocks)
         options = DiTOptions(DTYPES[compute_dtype], weight_storage, attention, offload, prefetch_blocks, compile,
-                             gpus)
+                             gpus, fp8_matmul)
         handle = DiTHandle(model_path("diffusion_models", model_name), options)
         with _naming_file("model_name", model_name):
             if gpus > 1:
@@ -185,7 +188,8 @@ class WanAnimatePoseModelLoader:
 
 
 class WanAnimateSAM2Loader:
-    """Choose the SAM2 checkpoint for Replacement masks (models/sam2/sam2_hiera_large.pt; needs `pip install sam2`)."""
+    """Choose the SAM2 checkpoint for Replacement masks (models/sam2/sam2_hiera_large.pt; needs the sam2 package,
+    installed as the README says)."""
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -56,3 +56,18 @@ def test_test_workflow_runs(comfyui, path: Path):
     entry = queue_and_wait(comfyui, json.loads(path.read_text(encoding="utf-8")), timeout=600.0)
     assert entry["status"]["status_str"] == "success"
     assert entry["outputs"], f"{path.name} ran but no node produced an output"
+
+
+def test_json_nan_in_a_float_input_fails_naming_the_input(comfyui):
+    """/prompt accepts JSON NaN and its min / max validation lets it through: the node's own check names it."""
+    from wan_animate.client import ExecutionFailed
+
+    inputs = TEST_WORKFLOWS_DIR / "inputs"
+    if inputs.is_dir():
+        shutil.copytree(inputs, comfyui.input_dir, dirs_exist_ok=True)
+    workflow = json.loads((TEST_WORKFLOWS_DIR / "animate_tiny.json").read_text(encoding="utf-8"))
+    preprocess = next(node for node in workflow.values() if node["class_type"] == "WanAnimatePreprocess")
+    preprocess["inputs"]["mask_blur"] = float("nan")  # sent as JSON NaN
+    with pytest.raises(ExecutionFailed) as error:
+        queue_and_wait(comfyui, workflow, timeout=300.0)
+    assert "mask_blur is nan; expected a finite number" in str(error.value)

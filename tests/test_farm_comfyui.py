@@ -38,7 +38,8 @@ def test_farm_finishes_every_job_when_a_server_dies_mid_job(tmp_path):
     jobs_file = tmp_path / "jobs.json"
     jobs_file.write_text(json.dumps({
         "defaults": {"workflow": str(WORKFLOW), "image": str(assets / "input" / "wan_animate_character.png"),
-                     "video": str(assets / "input" / "wan_animate_driving.mp4")},
+                     "video": str(assets / "input" / "wan_animate_driving.mp4"), "image_node": "4.image",
+                     "video_node": "5.file"},
         "jobs": [{"name": "first", "set": {"10.seed": 1}}, {"name": "second", "set": {"10.seed": 2}}],
     }))
     out = tmp_path / "out"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers_dit import build_tiny_dit, run_dit, tiny_inputs
+from helpers_dit import build_tiny_dit, run_dit, tiny_inputs
 from wan_animate.loading.dit import load_dit
 from wan_animate.loading.state_dict import checkpoint_key_names, load_state_dict
 

@@ -288,7 +288,8 @@ def test_sam2_mask_without_the_package(pack, loaded, monkeypatch):
     with pytest.raises(ImportError) as error:
         run_node(pack, "WanAnimatePreprocess", pose_models=pose_models, character_image=character_image(),
                  driving_video=driving_video(), sam2=sam2, **{**PREPROCESS, "mode": "replace", "mask_method": "sam2"})
-    assert_mentions(error, "mask method 'sam2'", "not installed", "pip install sam2", "pose_box")
+    assert_mentions(error, "mask method 'sam2'", "not installed", "pip install --no-deps --no-build-isolation sam2",
+                    "pose_box")
     assert pose_models.detector.frames == 0
 
 

@@ -57,6 +57,8 @@ def test_requirements_match_pyproject_and_leave_torch_alone():
     assert sorted(listed) == sorted(project["project"]["dependencies"])
     assert not any(name.split("=")[0].split(">")[0].split("<")[0] in ("torch", "torchvision", "torchaudio")
                    for name in listed)
+    # onnxruntime and onnxruntime-gpu share one module: a listed CPU build would be put back over a GPU one
+    assert not any(name.startswith("onnxruntime") for name in listed)
     assert {"PublisherId", "DisplayName", "Icon"} <= set(project["tool"]["comfy"])
     assert (root / project["tool"]["comfy"]["Icon"]).is_file()
 

@@ -145,7 +145,7 @@ def test_sam2_prompts_reuse_the_previous_body_when_a_frame_has_none():
 def test_missing_sam2_says_how_to_install(monkeypatch):
     if importlib.util.find_spec("sam2") is not None:
         pytest.skip("sam2 is installed here")
-    with pytest.raises(ImportError, match="pip install sam2"):
+    with pytest.raises(ImportError, match="pip install --no-deps --no-build-isolation sam2"):
         M.sam2_person_masks(np.zeros((1, 8, 8, 3), np.uint8), np.zeros((1, 133, 3)), "none.pt")
 
 

@@ -19,10 +19,12 @@ def manual_attention(q, k, v):
 @pytest.fixture(autouse=True)
 def clean_state():
     attn.load_sageattn.cache_clear()
+    attn.load_flash_attn.cache_clear()
     attn._reported_fallbacks.clear()
     yield
     attn.set_attention_backend("sdpa")
     attn.load_sageattn.cache_clear()
+    attn.load_flash_attn.cache_clear()
     attn._reported_fallbacks.clear()
 
 
@@ -34,9 +36,10 @@ def qkv(lq=7, lk=11, heads=3, dim=16, batch=2, dtype=torch.float64):
     return q, k, v
 
 
-@pytest.mark.parametrize("backend", ["sdpa", "auto", "sage"])
+@pytest.mark.parametrize("backend", ["sdpa", "auto", "sage", "flash"])
 def test_attention_matches_manual_softmax(backend, monkeypatch):
-    monkeypatch.setitem(sys.modules, "sageattention", None)  # absent: sage/auto fall back to SDPA
+    monkeypatch.setitem(sys.modules, "sageattention", None)  # absent: sage/flash/auto fall back to SDPA
+    monkeypatch.setitem(sys.modules, "flash_attn", None)
     q, k, v = qkv()
     out = attn.attention(q, k, v, backend=backend)
     assert out.shape == q.shape
@@ -55,8 +58,8 @@ def test_backend_setter_and_scope():
     with attn.attention_backend("auto"):
         assert attn.get_attention_backend() == "auto"
     assert attn.get_attention_backend() == "sdpa"
-    with pytest.raises(ValueError, match="'flash'.*expected one of"):
-        attn.set_attention_backend("flash")
+    with pytest.raises(ValueError, match="'xformers'.*expected one of"):
+        attn.set_attention_backend("xformers")
     with pytest.raises(ValueError, match=r"\[B, L, heads, head_dim\]"):
         attn.attention(torch.zeros(2, 3, 4), torch.zeros(2, 3, 4), torch.zeros(2, 3, 4))
 
@@ -121,3 +124,44 @@ def test_sage_support_rules(capability, dtype, head_dim, expected):
 
 def test_sage_rejects_mixed_dtypes():
     assert "dtypes" in attn.sage_support_problem((9, 0), torch.bfloat16, 128, torch.float16, torch.bfloat16)
+
+
+def test_flash_requested_but_absent_warns_and_falls_back(monkeypatch, caplog):
+    monkeypatch.setitem(sys.modules, "flash_attn", None)
+    q, k, v = qkv()
+    with caplog.at_level(logging.WARNING, logger=attn.__name__):
+        out = attn.attention(q, k, v, backend="flash")
+        attn.attention(q, k, v, backend="flash")
+    torch.testing.assert_close(out, manual_attention(q, k, v), rtol=1e-10, atol=1e-10)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "flash_attn is not installed" in warnings[0].getMessage()
+
+
+def test_flash_is_called_in_blhd_layout_and_auto_prefers_sage_then_flash(monkeypatch):
+    calls = []
+
+    def fake_flash(q, k, v):
+        calls.append("flash")
+        return manual_attention(q, k, v)
+
+    monkeypatch.setattr(attn, "load_flash_attn", lambda: fake_flash)
+    monkeypatch.setattr(attn, "flash_problem", lambda *properties, flash_installed: None)
+    monkeypatch.setitem(sys.modules, "sageattention", None)
+    q, k, v = qkv()
+    torch.testing.assert_close(attn.attention(q, k, v, backend="flash"), manual_attention(q, k, v))
+    attn.attention(q, k, v, backend="auto")  # sage absent: flash
+    assert calls == ["flash", "flash"]
+    monkeypatch.setattr(attn, "load_sageattn", lambda: lambda q, k, v, **kw: calls.append("sage") or q)
+    monkeypatch.setattr(attn, "sage_problem", lambda *properties, sage_installed: None)
+    attn.attention(q, k, v, backend="auto")
+    assert calls[-1] == "sage"
+
+
+def test_flash_support_rules():
+    properties = (torch.device("cpu"), torch.bfloat16, 128, torch.bfloat16, torch.bfloat16)
+    assert "not installed" in attn.flash_problem(*properties, flash_installed=False)
+    assert "needs CUDA" in attn.flash_problem(*properties, flash_installed=True)
+    cuda = torch.device("cuda")
+    assert "multiple of 8" in attn.flash_problem(cuda, torch.bfloat16, 100, torch.bfloat16, torch.bfloat16, True)
+    assert "dtypes" in attn.flash_problem(cuda, torch.float32, 128, torch.float32, torch.float32, True)
+    assert attn.flash_problem(cuda, torch.bfloat16, 128, torch.bfloat16, torch.bfloat16, True) is None

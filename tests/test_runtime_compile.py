@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers_dit import build_tiny_dit
+from helpers_dit import build_tiny_dit
 from wan_animate.model.rope import rope_cos_sin
 from wan_animate.runtime import attention as attn
 from wan_animate.runtime import compile as compile_module

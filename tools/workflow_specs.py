@@ -75,7 +75,7 @@ def graph(mode: str, dit: str = "bf16", loras: tuple[tuple[str, float], ...] = (
         Node(1, "WanAnimateModelLoader", (0, 0), {"model_name": MODELS[dit][0], "compute_dtype": "bf16",
                                                   "weight_storage": storage, "attention": "sdpa",
                                                   "offload_blocks": offload, "prefetch_blocks": 1,
-                                                  "compile": False}, models=(model(dit),)),
+                                                  "compile": False, "fp8_matmul": False}, models=(model(dit),)),
         Node(2, "WanAnimateVAELoader", (0, 300), {"vae_name": MODELS["vae"][0], "dtype": "fp32", "tiled": tiled_vae,
                                                   "tile": 64, "overlap": 8},
              models=(model("vae"),)),
@@ -207,7 +207,8 @@ WORKFLOWS = {
     "replace": graph("replace", loras=(("relight", 1.0),),
                      extra="Replacement: the character takes the place of the person in the video; background and "
                            "lighting come from the video. The relighting LoRA matches the character to the scene's "
-                           "light. For a tighter mask use SAM2 (pip install sam2, models/sam2/sam2_hiera_large.pt)."),
+                           "light. For a tighter mask use SAM2 (install it as the README says, keeping your torch; "
+                           "models/sam2/sam2_hiera_large.pt)."),
     "long_video": graph("animate", guide="5", colour=True, resume="wan_animate_resume",
                         extra="Long videos: any length; the sampler cuts the video into 77-frame segments, each "
                               "guided by the last 5 frames of the previous one, corrects colour drift between "

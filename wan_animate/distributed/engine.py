@@ -14,7 +14,10 @@ import logging
 import math
 import os
 import queue
+import sys
 import tempfile
+import time
+import types
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -27,6 +30,7 @@ from .worker import STEP_INPUTS, run_worker
 
 log = logging.getLogger(__name__)
 POLL_S = 0.2
+ERROR_GRACE_S = 1.0
 STOP_WAIT_S = 10.0
 
 
@@ -62,12 +66,13 @@ class DiTWorkers:
         self._commands = [context.Queue() for _ in self.devices]
         self._results = context.Queue()
         self._failed = False
-        self._processes = mp.start_processes(
-            run_worker,
-            args=(self.devices, backend, os.path.join(self._folder.name, "rendezvous"), path, options,
-                  self._commands, self._results),
-            nprocs=len(self.devices), join=False, start_method="spawn",
-        )
+        with _bare_main_module():
+            self._processes = mp.start_processes(
+                run_worker,
+                args=(self.devices, backend, os.path.join(self._folder.name, "rendezvous"), path, options,
+                      self._commands, self._results),
+                nprocs=len(self.devices), join=False, start_method="spawn",
+            )
         ready = [self._receive("ready") for _ in self.devices]
         self.config: WanAnimateConfig = ready[0][1]
         self.model_bytes: int = ready[0][2]  # weights per worker
@@ -121,22 +126,61 @@ class DiTWorkers:
                 self._check_processes()
                 continue
             if message[0] == "error":
-                _, rank, text, is_oom = message
-                self._fail()
-                described = f"worker {rank} ({self.devices[rank]}) failed: {text.strip()}\n{_NEXT_RUN}"
-                raise (torch.OutOfMemoryError if is_oom else WorkerFailure)(described)
+                self._raise_failure(message)
             if message[0] != kind:
                 self._fail()
                 raise WorkerFailure(f"expected a {kind!r} answer from the workers, got {message[0]!r}; {_NEXT_RUN}")
             return message[1:]
 
+    def _raise_failure(self, first: tuple) -> None:
+        """Raise the root cause of a failure: an out-of-memory error, else a worker that died without a word (the
+        others then fail in their collectives), else the first error reported."""
+        errors = {first[1]: first[2:]}
+        deadline = time.monotonic() + ERROR_GRACE_S  # the other ranks' reports, if any, arrive meanwhile
+        while time.monotonic() < deadline:
+            try:
+                message = self._results.get(timeout=POLL_S)
+            except queue.Empty:
+                continue
+            if message[0] == "error":
+                errors.setdefault(message[1], message[2:])
+        dead = [rank for rank, process in enumerate(self._processes.processes) if not process.is_alive()]
+        while True:  # what the dead sent before exiting is in the pipe by now
+            try:
+                message = self._results.get(timeout=POLL_S)
+            except queue.Empty:
+                break
+            if message[0] == "error":
+                errors.setdefault(message[1], message[2:])
+        silent_deaths = [rank for rank in dead if rank not in errors]
+        codes = [self._processes.processes[rank].exitcode for rank in silent_deaths]
+        self._fail()
+        for rank, (text, is_oom) in sorted(errors.items()):
+            if is_oom:
+                raise torch.OutOfMemoryError(f"worker {rank} ({self.devices[rank]}) ran out of memory: "
+                                             f"{text.strip()}\n{_NEXT_RUN}")
+        if silent_deaths:
+            raise WorkerFailure(self._death(silent_deaths[0], codes[0]))
+        rank, (text, _) = first[1], first[2:]
+        raise WorkerFailure(f"worker {rank} ({self.devices[rank]}) failed: {text.strip()}\n{_NEXT_RUN}")
+
+    def _death(self, rank: int, code: int | None) -> str:
+        return (f"worker {rank} ({self.devices[rank]}) died (exit code {code}; killed, or out of host memory?); "
+                f"{_NEXT_RUN}")
+
     def _check_processes(self) -> None:
-        for rank, process in enumerate(self._processes.processes):
-            if not process.is_alive():
-                code = process.exitcode
-                self._fail()
-                raise WorkerFailure(f"worker {rank} ({self.devices[rank]}) died (exit code {code}; killed, or out "
-                                    f"of host memory?); {_NEXT_RUN}")
+        dead = [rank for rank, process in enumerate(self._processes.processes) if not process.is_alive()]
+        if not dead:
+            return
+        try:  # a worker that raised reported why before exiting
+            message = self._results.get(timeout=ERROR_GRACE_S)
+        except queue.Empty:
+            message = None
+        if message is not None and message[0] == "error":
+            self._raise_failure(message)
+        code = self._processes.processes[dead[0]].exitcode
+        self._fail()
+        raise WorkerFailure(self._death(dead[0], code))
 
     def _fail(self) -> None:
         log.error("stopping the %d sequence-parallel workers after a failure", self.world_size)
@@ -155,6 +199,19 @@ class DiTWorkers:
 
 
 _NEXT_RUN = "the workers were stopped; the next run starts fresh ones"
+
+
+@contextmanager
+def _bare_main_module() -> Iterator[None]:
+    """Hide the host program's __main__ while workers start: spawn would re-run it in every worker (for ComfyUI,
+    main.py's start-up: custom-node prestartup scripts, CUDA initialised on GPU 0), and the workers need none of it."""
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
 
 
 class WorkerDiT:

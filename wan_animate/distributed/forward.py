@@ -7,9 +7,6 @@ frames, and all-gathers the head's output. Every rank returns the full predictio
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 import torch.distributed as dist
 
@@ -39,12 +36,12 @@ def sequence_parallel_forward(
     rope = tuple(shard.take(part, dim=0) for part in step.rope)  # each [chunk, 1, head_dim / 2]
 
     interval = model.config.face_block_interval
-    with ulysses_self_attention(model, group, shard.tokens):
-        for index, block in enumerate(model.blocks):
-            tokens = block(tokens, step.time_mod, step.context_img, step.context_text, rope)
-            if index % interval == 0:
-                face_block = model.face_adapter.fuser_blocks[index // interval]
-                tokens = tokens + face_residual(face_block, tokens, step.motion_vec, shard).float()
+    use_ulysses_attention(model, group, shard.tokens)
+    for index, block in enumerate(model.blocks):
+        tokens = block(tokens, step.time_mod, step.context_img, step.context_text, rope)
+        if index % interval == 0:
+            face_block = model.face_adapter.fuser_blocks[index // interval]
+            tokens = tokens + face_residual(face_block, tokens, step.motion_vec, shard).float()
 
     local = model.head(tokens, step.time_emb).contiguous()  # [1, chunk, out_dim * patch]
     gathered = [torch.empty_like(local) for _ in range(shard.world)]
@@ -62,14 +59,12 @@ def face_residual(block: FaceBlock, tokens: torch.Tensor, motion_vec: torch.Tens
     return residual
 
 
-@contextmanager
-def ulysses_self_attention(model: WanAnimateDiT, group: dist.ProcessGroup | None, tokens: int) -> Iterator[None]:
-    """Run every block's self-attention core as Ulysses attention over a `tokens`-long sequence inside the block."""
-    attend = UlyssesAttention(group, tokens)
-    for block in model.blocks:
-        block.self_attn.attend = attend
-    try:
-        yield
-    finally:
+def use_ulysses_attention(model: WanAnimateDiT, group: dist.ProcessGroup | None, tokens: int) -> None:
+    """Make every block's self-attention core Ulysses attention over a `tokens`-long sequence (installed once per
+    model and kept: the worker's model only runs sequence-parallel; one object keeps torch.compile's guards stable)."""
+    attend = model.blocks[0].self_attn.__dict__.get("attend")
+    if not isinstance(attend, UlyssesAttention) or attend.group is not group:
+        attend = UlyssesAttention(group, tokens)
         for block in model.blocks:
-            del block.self_attn.attend
+            block.self_attn.attend = attend
+    attend.tokens = tokens

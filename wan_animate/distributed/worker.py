@@ -8,8 +8,8 @@ process group (NCCL on GPUs, gloo on the CPU). Messages on the worker's command 
                             the same tensor as in the previous step (sent once per segment, not once per step)
   ("end",)                  park the model (end of the job)
   ("stop",)                 leave the group and exit
-Each rank answers ("ready", rank, config, weight bytes) once loaded; an error is answered ("error", rank, message, is_oom) and ends
-the process (the other ranks may be waiting in a collective: the parent stops them all).
+Each rank answers ("ready", rank, config, weight bytes) once loaded; an error is answered ("error", rank, message,
+is_oom) and ends the process (the other ranks may be waiting in a collective: the parent stops them all).
 """
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def _serve(rank: int, base: DiTHandle, device: torch.device, commands, results, 
         elif kind == "step":
             for name, value in message[1].items():
                 if value is not None:
-                    last[name] = value.clone()
+                    last[name] = value.to(device, copy=True)  # kept on the device for the segment's steps
             prediction = sequence_parallel_forward(model, None, *(last[name] for name in STEP_INPUTS))
             if rank == 0:
                 results.put(("step", prediction.cpu()))

@@ -23,6 +23,7 @@ from ..model.dit import WanAnimateDiT
 from ..runtime.attention import attention_backend
 from ..runtime.compile import compile_blocks, is_compiled, uncompile_blocks
 from ..runtime.devices import free_memory_bytes, release_cached_memory
+from ..runtime.fp8 import set_fp8_matmul
 from ..runtime.memory import (MemoryPlanError, block_bytes, estimate_activation_bytes, module_bytes,
                               resolve_offload_count, vram_need)
 from ..runtime.offload import BlockOffloader, enable_block_offload
@@ -44,6 +45,7 @@ class DiTOptions:
 
     gpus > 1: sampling runs in that many worker processes, one per GPU, splitting each step's tokens between them
     (wan_animate.distributed).
+    fp8_matmul: fp8-stored (e4m3) layers multiply in fp8 on GPUs that have it (see runtime/fp8.py).
     """
 
     dtype: torch.dtype = torch.bfloat16
@@ -53,6 +55,7 @@ class DiTOptions:
     prefetch: int = 1
     compile: bool = False
     gpus: int = 1
+    fp8_matmul: bool = False
 
     def __post_init__(self) -> None:
         if self.storage not in STORAGE:
@@ -89,17 +92,20 @@ class DiTHandle:
         if self._shared.model is None:
             storage = STORAGE[self.options.storage]
             self._shared.model = load_dit(self.path, device="cpu", dtype=self.options.dtype, storage_dtype=storage)
+            set_fp8_matmul(self._shared.model, self.options.fp8_matmul)
         return self._shared.model
 
     def sync_loras(self) -> str:
         """Make the model carry exactly this handle's LoRAs; returns a summary of what they changed.
 
-        A different stack is switched exactly: the current LoRAs are detached (their merged small targets restored
-        from their originals), this handle's attached. Neither reloads the model.
+        A different stack, or a LoRA file changed on disk since it was applied, is switched exactly: the current
+        LoRAs are detached (their merged small targets restored from their originals), this handle's attached.
+        Neither reloads the model.
         """
         shared = self._shared
         model = self.model()
-        if shared.loras != self.loras:
+        changed_files = any(file_identity(path) != identity for path, (identity, _) in shared.lora_files.items())
+        if shared.loras != self.loras or changed_files:
             remove_all_loras(model)
             shared.loras, shared.lora_summary = (), ""
             if self.loras:

@@ -248,6 +248,11 @@ class _SegmentModel:
         return velocity
 
 
+def sampler_seed(seed: int, segment: int) -> int:
+    """Seed of the noise a stochastic sampler adds in segment `segment` (a stream apart from the initial noise's)."""
+    return (seed * 1_000_003 + 7919 * (segment + 1)) % (1 << 63)
+
+
 def _append_frames(video: torch.Tensor, filled: int, frames: torch.Tensor) -> int:
     """Copy as many of `frames` [3, n, H, W] as fit after the first `filled` frames of `video`; the new count."""
     count = min(frames.shape[1], video.shape[1] - filled)
@@ -372,7 +377,7 @@ def _generate_segment(
     _record(trace, f"pose_latents_{k}", pose)
 
     model = _SegmentModel(dit, inputs, settings, y, pose, face, device, black_face_cache)
-    scheduler = make_scheduler(settings.solver, settings.steps, settings.shift)
+    scheduler = make_scheduler(settings.solver, settings.steps, settings.shift, seed=sampler_seed(settings.seed, k))
     latents = denoise(model, noise.to(device), scheduler, on_step, interrupt)
     _record(trace, f"latent_{k}", latents[:, 1:])
     return vae.decode(latents[:, 1:].unsqueeze(0))[0].float().cpu()

@@ -17,8 +17,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..runtime.torch_install import SAFE_SAM2_INSTALL, torch_install_problems
+
 SAM2_CHUNK_FRAMES = 400
-SAM2_INSTALL_HINT = "pip install sam2 (or: pip install 'comfyui-wan-animate[sam2]')"
+SAM2_INSTALL_HINT = f"{SAFE_SAM2_INSTALL} (a plain `pip install sam2` may replace ComfyUI's torch)"
 SAM2_DEFAULT_CONFIG = "sam2_hiera_l.yaml"
 # The official 20-point body is built from COCO-WholeBody points as the mean of two points each; the SAM2 prompts
 # use 8 of them: nose, neck (mean of the shoulders), right/left shoulder, right/left hip, right/left ankle.
@@ -254,6 +256,9 @@ def with_user_points(points: np.ndarray, user: UserPoints,
 
 
 def _import_sam2():
+    problems = torch_install_problems()
+    if problems:
+        raise RuntimeError("SAM2 masks cannot run: " + "; ".join(problems))
     try:
         import sam2.sam2_video_predictor as video_predictor_module
         from sam2.build_sam import build_sam2_video_predictor

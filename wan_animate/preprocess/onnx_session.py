@@ -7,35 +7,69 @@ onnxruntime keeps a session's memory (its weights and its CUDA arena of activati
 """
 from __future__ import annotations
 
+import importlib.metadata
+import logging
 import os
 
 import numpy as np
 
 GPU_INSTALL_HINT = "pip install onnxruntime-gpu (in place of onnxruntime)"
+# Builds of onnxruntime: each installs the same `onnxruntime` module, so two of them overwrite each other's files.
+RUNTIME_BUILDS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml", "onnxruntime-openvino",
+                  "onnxruntime-rocm", "onnxruntime-qnn")
+_log = logging.getLogger("wan_animate")
+_warned: set[tuple[str, ...]] = set()
+
+
+def installed_runtime_builds() -> list[str]:
+    """The onnxruntime builds (distributions) installed in this environment."""
+    found = []
+    for name in RUNTIME_BUILDS:
+        try:
+            importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found
+
+
+def build_conflict(builds: list[str]) -> str | None:
+    """What to do when several onnxruntime builds are installed together (None when there is at most one)."""
+    if len(builds) < 2:
+        return None
+    keep = next((b for b in builds if b != "onnxruntime"), builds[0])
+    return (f"{' and '.join(builds)} are installed together; they share one `onnxruntime` module, so whichever was "
+            f"installed last wins (installing requirements again can bring the CPU build back over the GPU one). "
+            f"Keep one: pip uninstall -y {' '.join(builds)} && pip install {keep}")
 
 
 def _onnxruntime():
     try:
         import onnxruntime
     except ImportError as err:
-        raise ImportError("the pose preprocessing needs onnxruntime: pip install onnxruntime "
-                          f"(or, for CUDA, {GPU_INSTALL_HINT})") from err
+        raise ImportError("the pose preprocessing needs onnxruntime: pip install onnxruntime (CPU) or, for CUDA, "
+                          "pip install onnxruntime-gpu (install only one of them)") from err
     return onnxruntime
 
 
 def choose_providers(device: str = "auto") -> list[str]:
     """Execution providers for `device`: "auto" (CUDA when this onnxruntime has it, else CPU), "cuda" or "cpu"."""
+    if device not in ("auto", "cuda", "cpu"):
+        raise ValueError(f"device: expected 'auto', 'cuda' or 'cpu'; got {device!r}")
     available = _onnxruntime().get_available_providers()
+    builds = installed_runtime_builds()
+    conflict = build_conflict(builds)
+    if conflict and tuple(builds) not in _warned:
+        _warned.add(tuple(builds))
+        _log.warning("wan_animate: %s", conflict)
     if device == "cpu":
         return ["CPUExecutionProvider"]
-    if device in ("cuda", "auto"):
-        if "CUDAExecutionProvider" in available:
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        if device == "cuda":
-            raise RuntimeError(f"device 'cuda' asked for, but this onnxruntime only has {available}; "
-                               f"install the GPU build: {GPU_INSTALL_HINT}")
-        return ["CPUExecutionProvider"]
-    raise ValueError(f"device: expected 'auto', 'cuda' or 'cpu'; got {device!r}")
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise RuntimeError(f"device 'cuda' asked for, but this onnxruntime only has {available}; "
+                           + (conflict or f"install the GPU build: {GPU_INSTALL_HINT}"))
+    return ["CPUExecutionProvider"]
 
 
 def _model_load_errors(ort) -> tuple[type[Exception], ...]:

@@ -5,7 +5,10 @@ Backends:
 - "sage": SageAttention (`pip install sageattention`; INT8 QK, CUDA only). Used when the call qualifies (CUDA tensors,
   fp16/bf16, head_dim 64/96/128, compute capability 8.0+); otherwise the call runs on SDPA and a warning is logged
   once per reason, so a requested backend never changes silently.
-- "auto": SageAttention where it qualifies, SDPA elsewhere; the fallback is logged at INFO once per reason.
+- "flash": FlashAttention (`pip install flash-attn`, the `flash_attn_func` of FlashAttention 2; CUDA, fp16/bf16,
+  head_dim a multiple of 8 up to 256); otherwise SDPA, with a warning once per reason.
+- "auto": SageAttention where it qualifies, else FlashAttention where it qualifies, else SDPA; the fallbacks are
+  logged at INFO once per reason.
 
 The active backend is one small module-level setting, changed only through `set_attention_backend` or, scoped, with
 `attention_backend(name)`; a call may also name its backend explicitly (`attention(q, k, v, backend="sdpa")`).
@@ -25,18 +28,20 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("sdpa", "sage", "auto")
+BACKENDS = ("sdpa", "sage", "flash", "auto")
 SAGE_HEAD_DIMS = (64, 96, 128)
 SAGE_DTYPES = (torch.float16, torch.bfloat16)
 SAGE_MIN_CAPABILITY = (8, 0)
 SAGE_INSTALL_HINT = "`pip install sageattention` into a CUDA build of PyTorch"
+FLASH_MAX_HEAD_DIM = 256
+FLASH_INSTALL_HINT = "`pip install flash-attn` (a wheel matching this PyTorch and CUDA)"
 
 _active_backend = "sdpa"
 _reported_fallbacks: set[str] = set()
 
 
 def set_attention_backend(name: str) -> None:
-    """Select the backend used by `attention` calls that do not name one ("sdpa" | "sage" | "auto")."""
+    """Select the backend used by `attention` calls that do not name one ("sdpa" | "sage" | "flash" | "auto")."""
     global _active_backend
     _active_backend = _checked_backend(name)
 
@@ -69,21 +74,33 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, backend: str | 
             f"{tuple(k.shape)}, {tuple(v.shape)}"
         )
     name = _checked_backend(backend) if backend is not None else _active_backend
-    if name != "sdpa" and _sage_takes(name, q.device, q.dtype, q.shape[-1], k.dtype, v.dtype):
+    kernel = "sdpa" if name == "sdpa" else _kernel_for(name, q.device, q.dtype, q.shape[-1], k.dtype, v.dtype)
+    if kernel == "sage":
         return _sage(load_sageattn(), q, k, v)
+    if kernel == "flash":
+        return load_flash_attn()(q, k, v)
     return _sdpa(q, k, v)
 
 
 @torch.compiler.assume_constant_result
-def _sage_takes(requested: str, device: torch.device, dtype: torch.dtype, head_dim: int, k_dtype: torch.dtype,
-                v_dtype: torch.dtype) -> bool:
-    """Whether SageAttention runs a call with these properties; a fallback is logged once per reason.
+def _kernel_for(requested: str, device: torch.device, dtype: torch.dtype, head_dim: int, k_dtype: torch.dtype,
+                v_dtype: torch.dtype) -> str:
+    """"sage", "flash" or "sdpa": the kernel that runs a call with these properties under backend `requested`;
+    each fallback is logged once per reason.
 
     Takes no tensor, so torch.compile runs it once at trace time and keeps its answer as a constant."""
-    problem = sage_problem(device, dtype, head_dim, k_dtype, v_dtype, sage_installed=load_sageattn() is not None)
-    if problem is not None:
-        _report_fallback(requested, problem)
-    return problem is None
+    properties = (device, dtype, head_dim, k_dtype, v_dtype)
+    if requested in ("sage", "auto"):
+        problem = sage_problem(*properties, sage_installed=load_sageattn() is not None)
+        if problem is None:
+            return "sage"
+        _report_fallback(requested, problem, "SageAttention")
+    if requested in ("flash", "auto"):
+        problem = flash_problem(*properties, flash_installed=load_flash_attn() is not None)
+        if problem is None:
+            return "flash"
+        _report_fallback(requested, problem, "FlashAttention")
+    return "sdpa"
 
 
 def sage_problem(device: torch.device, dtype: torch.dtype, head_dim: int, k_dtype: torch.dtype,
@@ -122,6 +139,31 @@ def load_sageattn() -> Callable[..., torch.Tensor] | None:
     return sageattn
 
 
+def flash_problem(device: torch.device, dtype: torch.dtype, head_dim: int, k_dtype: torch.dtype,
+                  v_dtype: torch.dtype, flash_installed: bool) -> str | None:
+    """Why FlashAttention cannot run a call on q of `dtype` / `head_dim` on `device`, or None when it can."""
+    if not flash_installed:
+        return f"flash_attn is not installed; {FLASH_INSTALL_HINT}"
+    if device.type != "cuda":
+        return f"tensors are on {device.type}, FlashAttention needs CUDA"
+    if dtype not in SAGE_DTYPES or k_dtype != dtype or v_dtype != dtype:
+        return f"dtypes q={dtype}, k={k_dtype}, v={v_dtype}; FlashAttention needs all float16 or all bfloat16"
+    if head_dim % 8 or head_dim > FLASH_MAX_HEAD_DIM:
+        return f"head_dim {head_dim} is not a multiple of 8 up to {FLASH_MAX_HEAD_DIM}"
+    return None
+
+
+@functools.cache
+def load_flash_attn() -> Callable[..., torch.Tensor] | None:
+    """`flash_attn.flash_attn_func` ([B, L, H, D] in and out), or None when the package is absent or fails to import."""
+    try:
+        from flash_attn import flash_attn_func
+    except ImportError as err:
+        log.debug("flash_attn unavailable: %s", err)
+        return None
+    return flash_attn_func
+
+
 def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     # SDPA works on [B, H, L, D]
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
@@ -140,10 +182,11 @@ def _checked_backend(name: str) -> str:
     return name
 
 
-def _report_fallback(requested: str, problem: str) -> None:
+def _report_fallback(requested: str, problem: str, kernel: str) -> None:
     key = f"{requested}: {problem}"
     if key in _reported_fallbacks:
         return
     _reported_fallbacks.add(key)
-    level = logging.WARNING if requested == "sage" else logging.INFO
-    log.log(level, "attention backend %r: %s; using PyTorch SDPA for these calls", requested, problem)
+    level = logging.INFO if requested == "auto" else logging.WARNING
+    after = "trying the next backend" if requested == "auto" and kernel == "SageAttention" else "using PyTorch SDPA"
+    log.log(level, "attention backend %r: %s (%s); %s for these calls", requested, problem, kernel, after)

@@ -3,9 +3,15 @@
 A `FP8Linear` stores `weight` in float8_e4m3fn (or e5m2) and a float32 scalar `scale_weight`; its effective weight is
 `weight.float() * scale_weight`, cast to the dtype of the input at every forward. The scale is a non-persistent buffer
 so that `state_dict()` keys stay the official ones; `weight_scale(layer)` reads it.
+
+fp8 matrix multiplication (`FP8Linear.fp8_matmul`, off by default): on GPUs with fp8 tensor cores (compute capability
+8.9 and later) an e4m3 layer with bf16/fp16 input quantises the input per tensor (dynamic amax) to e4m3 and multiplies
+with `torch._scaled_mm`: out = (x_q @ w_q^T) * scale_x * scale_w + bias. Elsewhere it upcasts as without the option.
+`emulated_fp8_linear` is the same maths in float32 (for CPU tests and for checking the kernel).
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -13,6 +19,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+E4M3_MAX = torch.finfo(torch.float8_e4m3fn).max  # 448
+FP8_MATMUL_MIN_CAPABILITY = (8, 9)
+FP8_MATMUL_INPUT_DTYPES = (torch.bfloat16, torch.float16)
+SCALED_MM_MULTIPLE = 16  # _scaled_mm needs in and out features divisible by 16
 
 
 def is_fp8(dtype: torch.dtype) -> bool:
@@ -27,6 +37,7 @@ class FP8Linear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias, device=device)
         self.weight = nn.Parameter(torch.empty_like(self.weight, dtype=fp8_dtype), requires_grad=False)
         self.register_buffer("scale_weight", torch.ones((), device=device, dtype=torch.float32), persistent=False)
+        self.fp8_matmul = False
 
     def dequantized_weight(self, dtype: torch.dtype) -> torch.Tensor:
         """The effective weight `weight * scale_weight` in `dtype` ([out, in])."""
@@ -55,7 +66,60 @@ class FP8Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
+        if self.fp8_matmul and fp8_matmul_usable(x, self.weight):
+            return scaled_mm_linear(x, self.weight, self.scale_weight, bias)
         return F.linear(x, self.dequantized_weight(x.dtype), bias)
+
+
+def quantize_activation(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-tensor dynamic e4m3 quantisation of an activation: (x / scale in e4m3, scale), scale = amax / 448."""
+    xf = x.float()
+    scale = (xf.abs().amax().clamp(min=1e-12) / E4M3_MAX).to(torch.float32)
+    return (xf / scale).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn), scale
+
+
+def emulated_fp8_linear(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
+                        bias: torch.Tensor | None) -> torch.Tensor:
+    """The maths of `scaled_mm_linear` in float32 on any device: x [..., in], fp8 weight [out, in] -> [..., out] in
+    x's dtype."""
+    x_q, x_scale = quantize_activation(x)
+    out = (x_q.float() @ weight.float().t()) * (x_scale * weight_scale.float())
+    if bias is not None:
+        out = out + bias.float()
+    return out.to(x.dtype)
+
+
+def scaled_mm_linear(x: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor,
+                     bias: torch.Tensor | None) -> torch.Tensor:
+    """x [..., in] (bf16/fp16, CUDA) times an e4m3 weight [out, in] on fp8 tensor cores -> [..., out] in x's dtype."""
+    rows = x.reshape(-1, x.shape[-1])  # [tokens, in]
+    x_q, x_scale = quantize_activation(rows)
+    out = torch._scaled_mm(x_q, weight.t(), scale_a=x_scale, scale_b=weight_scale.float(), bias=bias,
+                           out_dtype=x.dtype)
+    return out.reshape(*x.shape[:-1], weight.shape[0])
+
+
+def fp8_matmul_usable(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """True when `scaled_mm_linear` can run: CUDA with fp8 tensor cores, bf16/fp16 input, e4m3 weight, sizes % 16."""
+    return (x.device.type == "cuda" and x.dtype in FP8_MATMUL_INPUT_DTYPES and weight.dtype == torch.float8_e4m3fn
+            and weight.shape[0] % SCALED_MM_MULTIPLE == 0 and weight.shape[1] % SCALED_MM_MULTIPLE == 0
+            and device_has_fp8_matmul(x.device))
+
+
+@functools.cache
+def device_has_fp8_matmul(device: torch.device) -> bool:
+    """Whether `device` has fp8 tensor cores (CUDA compute capability 8.9 or later) and torch has `_scaled_mm`."""
+    if device.type != "cuda" or not hasattr(torch, "_scaled_mm"):
+        return False
+    return torch.cuda.get_device_capability(device) >= FP8_MATMUL_MIN_CAPABILITY
+
+
+def set_fp8_matmul(root: nn.Module, enabled: bool) -> int:
+    """Turn fp8 matrix multiplication on or off for every FP8Linear of `root`; returns how many layers it covers."""
+    layers = [m for m in root.modules() if isinstance(m, FP8Linear)]
+    for layer in layers:
+        layer.fp8_matmul = enabled
+    return len(layers)
 
 
 def dequantize(weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
