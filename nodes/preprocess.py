@@ -6,11 +6,12 @@ import numpy as np
 from wan_animate.preprocess.audio import trim_waveform
 from wan_animate.preprocess.extract import extract_poses
 from wan_animate.preprocess.face_crop import crop_faces, detect_face_boxes
-from wan_animate.preprocess.masks import blur_mask, grow_mask
+from wan_animate.preprocess.masks import blur_mask, grow_mask, parse_user_points
 from wan_animate.preprocess.prepare import MASK_METHODS, MODES, MaskSettings, prepare_inputs
 from wan_animate.preprocess.render import render_animate_poses, render_replace_poses
 from wan_animate.preprocess.resolution import MAX_SIDE
 from wan_animate.preprocess.smoothing import smooth_keypoints
+from wan_animate.preprocess.tracking import PERSON_CHOICES, parse_person_choice
 from wan_animate.preprocess.video import driving_frames_for_fps
 
 from .comfy_compat import progress_callback, save_previews
@@ -19,6 +20,9 @@ from .types import POSE_MODELS, POSES, SAM2, PoseModels
 
 CATEGORY = "WanAnimate/preprocess"
 SIZE = {"min": 64, "max": MAX_SIDE, "step": 16}
+PERSON = ("STRING", {"default": "largest", "tooltip": f"which person of the video to follow: {PERSON_CHOICES} (N: "
+                                                      "0 = largest, 1 = next largest...; point X Y: fractions 0..1 "
+                                                      "of the first frame's width and height)"})
 
 
 def _with_previews(result: tuple, **kinds: np.ndarray) -> dict:
@@ -73,6 +77,12 @@ class WanAnimatePreprocess:
                                         "tooltip": "the driving video's frame rate (connect GetVideoComponents' fps); "
                                                    "0 = unknown: the frames are used as they are"}),
                 "audio": ("AUDIO", {"tooltip": "the driving video's sound; comes out cut to the generated frames"}),
+                "person": PERSON,
+                "points": ("STRING", {"default": "", "tooltip": "points clicked on the driving video's first frame "
+                                                                "(the points editor on this node: left click = "
+                                                                "person, right click = not the person), added to "
+                                                                "SAM2's prompts; JSON {\"positive\": [[x, y]], "
+                                                                "\"negative\": [[x, y]]}, x, y in 0..1"}),
             },
         }
 
@@ -84,7 +94,9 @@ class WanAnimatePreprocess:
 
     def preprocess(self, pose_models: PoseModels, character_image, driving_video, mode, width, height, retarget,
                    smoothing, mask_method, mask_grow, mask_blur, sam2=None, tpose_character=None,
-                   tpose_driving=None, fps=30.0, video_fps=0.0, audio=None):
+                   tpose_driving=None, fps=30.0, video_fps=0.0, audio=None, person="largest", points=""):
+        person_choice = parse_person_choice(person)
+        user_points = parse_user_points(points)
         source_frames = len(driving_video)
         indices, fps = driving_frames_for_fps(source_frames, video_fps, fps)
         if indices != list(range(len(driving_video))):
@@ -92,7 +104,7 @@ class WanAnimatePreprocess:
         video = image_to_u8(driving_video, "driving_video")
         mask_settings = MaskSettings(method=mask_method, grow=mask_grow, blur=mask_blur,
                                      sam2_checkpoint=sam2.path if sam2 else None,
-                                     sam2_device=sam2.device if sam2 else "cuda")
+                                     sam2_device=sam2.device if sam2 else "cuda", points=user_points)
         progress = progress_callback(2 * len(video))
         try:
             prepared = prepare_inputs(
@@ -101,7 +113,7 @@ class WanAnimatePreprocess:
                 tpose_character=None if tpose_character is None else image_to_u8(tpose_character,
                                                                                   "tpose_character")[0],
                 tpose_driving=None if tpose_driving is None else image_to_u8(tpose_driving, "tpose_driving")[0],
-                mask=mask_settings, progress=lambda done, total: progress(done),
+                mask=mask_settings, progress=lambda done, total: progress(done), person=person_choice,
             )
         finally:
             pose_models.release()
@@ -132,19 +144,21 @@ class WanAnimatePoseExtract:
             "images": ("IMAGE",),
             "smoothing": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05,
                                     "tooltip": "temporal smoothing of the keypoints (0 = none)"}),
-        }}
+        }, "optional": {"person": PERSON}}
 
     RETURN_TYPES = (POSES, "STRING")
     RETURN_NAMES = ("poses", "report")
     FUNCTION = "extract"
     CATEGORY = CATEGORY
 
-    def extract(self, pose_models: PoseModels, images, smoothing):
+    def extract(self, pose_models: PoseModels, images, smoothing, person="largest"):
+        person_choice = parse_person_choice(person)
         frames = image_to_u8(images, "images")
         progress = progress_callback(2 * len(frames))
         try:
             poses = extract_poses(frames, pose_models.detector, pose_models.pose_model,
-                                  progress=lambda done, total: progress(done), source="images")
+                                  progress=lambda done, total: progress(done), source="images",
+                                  person=person_choice)
         finally:
             pose_models.release()
         if smoothing > 0:

@@ -3,7 +3,9 @@
 Checks that the web extension is served and registers, that every UI-format workflow in workflows/*.json loads
 with all its node types known and its widget values intact (one screenshot each, path printed), that dropping it on
 a server without its model files opens the missing-models dialog with exactly the files it declares, that a tiny
-core-node graph queued from the page shows its output image, and that the preview contract renders frame sliders.
+core-node graph queued from the page shows its output image, that the preview contract renders frame sliders, and
+that the points editor on Preprocess turns clicks on the driving video's first frame into its saved `points`, and
+that shift + clicking a person there moves the mask of a Preprocess run (tiny models) onto that person.
 Skipped unless COMFYUI_PATH is set, /usr/bin/chromium exists and the `playwright` package is installed.
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ CHROMIUM_ARGS = [
 ]
 EXTENSION_NAME = "WanAnimate.Previews"
 EXTENSION_FILE = "wan_animate.js"
+POINTS_EXTENSION_NAME = "WanAnimate.PointsEditor"  # web/wan_animate_points.js
 PAGE_TIMEOUT_MS = 90_000
 UI_WORKFLOWS = sorted(
     path for path in (REPO_ROOT / "workflows").glob("*.json")
@@ -125,7 +128,7 @@ def test_extension_is_served_and_registers(comfyui, page):
     ours = [url for url in extensions if url.endswith(f"/{EXTENSION_FILE}") and comfyui.pack_dir.name in url]
     assert ours, f"/extensions does not list {EXTENSION_FILE}: {extensions}"
     names = page.evaluate("() => window.app.extensions.map(e => e.name)")
-    assert EXTENSION_NAME in names
+    assert EXTENSION_NAME in names and POINTS_EXTENSION_NAME in names
     assert page.errors.items == []
 
 
@@ -389,4 +392,169 @@ def test_core_node_with_the_same_prefix_is_left_alone(page):
                 widgets: core.widgets.map(w => w.name).filter(n => n === "wan_animate_previews")};
     }""")
     assert state == {"module": "comfy_extras.nodes_wan", "widgets": []}
+    assert page.errors.items == []
+
+
+POINTS_GRAPH_JS = """(file) => {
+    const app = window.app, LiteGraph = window.LiteGraph;
+    app.graph.clear();
+    const load = LiteGraph.createNode("LoadVideo");
+    const parts = LiteGraph.createNode("GetVideoComponents");
+    const node = LiteGraph.createNode("WanAnimatePreprocess");
+    load.pos = [20, 20]; parts.pos = [20, 420]; node.pos = [420, 20];
+    [load, parts, node].forEach(n => app.graph.add(n));
+    load.widgets.find(w => w.name === "file").value = file;
+    load.connect(0, parts, 0);
+    parts.connect(0, node, node.findInputSlot("driving_video"));
+    app.canvas.ds.offset = [0, 0];
+    app.canvas.ds.scale = 1;
+    app.canvas.setDirty(true, true);
+    return node.id;
+}"""
+
+
+def _write_first_frame_video(path: Path) -> None:
+    """A 4-frame 160x96 WebM (VP8): green first frame, red after it."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libvpx", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        for index in range(4):
+            frame = np.zeros((96, 160, 3), np.uint8)
+            frame[..., 1 if index == 0 else 0] = 255
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def test_points_editor_saves_left_and_right_clicks_in_the_workflow(page, comfyui, tmp_path):
+    """The Preprocess node shows the first frame of the video loaded upstream; a left click adds a positive point,
+    a right click a negative one, both saved (as fractions of the frame) in the hidden `points` widget and the
+    serialized workflow; undo removes the last one; shift + click picks the person to follow."""
+    _write_first_frame_video(comfyui.input_dir / "points_probe.webm")
+    node_id = page.evaluate(POINTS_GRAPH_JS, "points_probe.webm")
+    _wait_for(page, "() => { const v = document.querySelector('.wan-animate-points video.wa-points-media');"
+                    " return v && v.readyState >= 2 && v.getBoundingClientRect().width > 50; }",
+              tmp_path, "the driving video's first frame on the Preprocess node")
+    media = page.locator(".wan-animate-points .wa-points-media")
+    assert "filename=points_probe.webm" in media.get_attribute("src") and "type=input" in media.get_attribute("src")
+    assert page.evaluate("(id) => window.app.graph.getNodeById(id).widgets.find(w => w.name === 'points').hidden",
+                         node_id) is True
+    box = media.bounding_box()
+    page.mouse.click(box["x"] + 0.25 * box["width"], box["y"] + 0.5 * box["height"])
+    page.mouse.click(box["x"] + 0.75 * box["width"], box["y"] + 0.25 * box["height"], button="right")
+    value = page.evaluate("(id) => window.app.graph.getNodeById(id).widgets.find(w => w.name === 'points').value",
+                          node_id)
+    points = json.loads(value)
+    assert [[round(v, 2) for v in p] for p in points["positive"]] == [[0.25, 0.5]]
+    assert [[round(v, 2) for v in p] for p in points["negative"]] == [[0.75, 0.25]]
+    assert page.locator(".wa-point[data-label='1']").count() == 1
+    assert page.locator(".wa-point[data-label='0']").count() == 1
+    saved = page.evaluate("(id) => window.app.graph.serialize().nodes.find(n => n.id === id).widgets_values", node_id)
+    assert value in saved
+    page.locator(".wan-animate-points button", has_text="undo").click()
+    after_undo = page.evaluate("(id) => window.app.graph.getNodeById(id).widgets.find(w => w.name === 'points')"
+                               ".value", node_id)
+    assert json.loads(after_undo)["negative"] == [] and json.loads(after_undo)["positive"] == points["positive"]
+    media.click(position={"x": 0.5 * box["width"], "y": 0.75 * box["height"]}, modifiers=["Shift"])
+    person = page.evaluate("(id) => window.app.graph.getNodeById(id).widgets.find(w => w.name === 'person').value",
+                           node_id)
+    x, y = (float(v) for v in person.split()[1:])
+    assert person.startswith("point ") and (round(x, 2), round(y, 2)) == (0.5, 0.75)
+    assert page.locator(".wa-point[data-label='person']").count() == 1
+    assert page.evaluate("(id) => window.app.graph.getNodeById(id).widgets.find(w => w.name === 'points').value",
+                         node_id) == after_undo  # shift + click chose the person, added no SAM2 point
+    shot = tmp_path / "points_editor.png"
+    page.screenshot(path=str(shot))
+    print(f"screenshot of the points editor: {shot}")
+    assert page.errors.items == []
+
+
+PERSON_RUN_GRAPH_JS = """([video, character, detector, pose]) => {
+    const app = window.app, LiteGraph = window.LiteGraph;
+    app.graph.clear();
+    const make = (type, pos) => { const n = LiteGraph.createNode(type); n.pos = pos; app.graph.add(n); return n; };
+    const set = (node, name, value) => { node.widgets.find(w => w.name === name).value = value; };
+    const load = make("LoadVideo", [20, 20]);
+    const parts = make("GetVideoComponents", [20, 420]);
+    const image = make("LoadImage", [20, 560]);
+    const models = make("WanAnimatePoseModelLoader", [20, 900]);
+    const node = make("WanAnimatePreprocess", [420, 20]);
+    const preview = make("PreviewImage", [820, 20]);
+    set(load, "file", video); set(image, "image", character);
+    set(models, "detector", detector); set(models, "pose_model", pose);
+    set(node, "mode", "replace"); set(node, "width", 256); set(node, "height", 128);
+    load.connect(0, parts, 0);
+    parts.connect(0, node, node.findInputSlot("driving_video"));
+    image.connect(0, node, node.findInputSlot("character_image"));
+    models.connect(0, node, node.findInputSlot("pose_models"));
+    node.connect(3, preview, 0);
+    app.canvas.ds.offset = [0, 0];
+    app.canvas.ds.scale = 1;
+    app.canvas.setDirty(true, true);
+    return node.id;
+}"""
+
+
+def _mask_preview_columns(page, comfyui, node_id, previous: str | None, tmp_path) -> tuple[str, float]:
+    """(file name, leftmost masked column as a fraction of the width) of the node's first mask preview frame, once
+    a preview other than `previous` is shown."""
+    import io
+    import urllib.request
+
+    import numpy as np
+    from PIL import Image
+
+    mask_image = ("window.app.graph.getNodeById(id).widgets.find(w => w.name === 'wan_animate_previews')"
+                  "?.element.querySelector('.wa-group[data-kind=mask] img')")
+    _wait_for(page, f"([id, previous]) => {{ const img = {mask_image};"
+                    " return img && img.complete && img.naturalWidth > 0 && !img.src.includes(previous); }",
+              tmp_path, "the mask preview of the run", arg=[node_id, previous or "\u0000"])
+    source = page.evaluate(f"(id) => {mask_image}.src", node_id)
+    assert source.startswith(comfyui.url)
+    with urllib.request.urlopen(source, timeout=30) as response:
+        mask = np.asarray(Image.open(io.BytesIO(response.read())).convert("L")) > 127  # [H, W]
+    name = source.split("filename=")[1].split("&")[0]
+    columns = np.flatnonzero(mask.any(axis=0))
+    return name, columns.min() / mask.shape[1]
+
+
+def test_clicking_a_person_moves_the_mask_preview(page, comfyui, tmp_path):
+    """End to end in the page with the tiny models: shift + click on the smaller person on the right of the first
+    frame, run Preprocess (Replacement, pose-box mask): the mask preview moves from the largest person (left) to
+    the clicked one."""
+    import av
+    import numpy as np
+
+    from tiny_models import FILES
+
+    with av.open(str(comfyui.input_dir / "two_people.webm"), "w") as container:
+        stream = container.add_stream("libvpx", rate=8)
+        stream.width, stream.height, stream.pix_fmt = 256, 128, "yuv420p"
+        for _ in range(3):  # a big red person on the left, a smaller green one on the right
+            frame = np.zeros((128, 256, 3), np.uint8)
+            frame[10:120, 20:100, 0] = 255
+            frame[30:110, 170:230, 1] = 255
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    if not (comfyui.input_dir / FILES["character"]).exists():
+        pytest.skip("the tiny test assets are not in this ComfyUI's input folder")
+    node_id = page.evaluate(PERSON_RUN_GRAPH_JS, ["two_people.webm", FILES["character"], FILES["detector"],
+                                                  FILES["pose"]])
+    _wait_for(page, "() => { const v = document.querySelector('.wan-animate-points video.wa-points-media');"
+                    " return v && v.readyState >= 2 && v.getBoundingClientRect().width > 50; }",
+              tmp_path, "the two-person video's first frame on the Preprocess node")
+    media = page.locator(".wan-animate-points .wa-points-media")
+    box = media.bounding_box()
+    page.evaluate("() => window.app.queuePrompt(0, 1)")
+    largest, left_edge = _mask_preview_columns(page, comfyui, node_id, None, tmp_path)
+    assert left_edge < 100 / 256
+    media.click(position={"x": 200 / 256 * box["width"], "y": 70 / 128 * box["height"]}, modifiers=["Shift"])
+    page.evaluate("() => window.app.queuePrompt(0, 1)")
+    _, clicked_edge = _mask_preview_columns(page, comfyui, node_id, largest, tmp_path)
+    assert clicked_edge > 130 / 256  # the mask is now on the person on the right
+    shot = tmp_path / "person_click_mask.png"
+    page.screenshot(path=str(shot))
+    print(f"screenshot of the mask after clicking the right person: {shot}")
     assert page.errors.items == []

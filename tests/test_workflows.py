@@ -19,6 +19,9 @@ MODEL_FOLDERS = {  # loader node -> {widget: ComfyUI model folder}
     "WanAnimateSAM2Loader": {"checkpoint": "sam2"},
     "CLIPLoader": {"clip_name": "text_encoders"},
     "CLIPVisionLoader": {"clip_name": "clip_vision"},
+    "UNETLoader": {"unet_name": "diffusion_models"},
+    "DualCLIPLoader": {"clip_name1": "text_encoders", "clip_name2": "text_encoders"},
+    "VAELoader": {"vae_name": "vae"},
 }
 
 
@@ -27,11 +30,13 @@ def node_spec(pack, class_type):
     if class_type in pack.NODE_CLASS_MAPPINGS:
         cls = pack.NODE_CLASS_MAPPINGS[class_type]
         declared, outputs = cls.INPUT_TYPES(), list(cls.RETURN_TYPES)
-    else:
+        order = {}
+    else:  # recorded with sorted keys: the frontend orders inputs (and widget values) by `input_order`
         assert class_type in CORE["specs"], f"{class_type} is neither ours nor a recorded ComfyUI core node"
         declared, outputs = CORE["specs"][class_type]["input"], CORE["specs"][class_type]["output"]
-    inputs = [(name, tuple(spec), group == "required")
-              for group in ("required", "optional") for name, spec in declared.get(group, {}).items()]
+        order = CORE["specs"][class_type]["input_order"]
+    inputs = [(name, tuple(declared[group][name]), group == "required")
+              for group in ("required", "optional") for name in order.get(group, declared.get(group, {}))]
     return inputs, outputs
 
 
@@ -45,6 +50,40 @@ def is_widget(spec) -> bool:
     return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES
 
 
+def combo_options(spec) -> list | None:
+    """The choices of a combo input (legacy list form or v3 "COMBO" with options), else None."""
+    if isinstance(spec[0], list):
+        return spec[0]
+    if spec[0] == "COMBO":
+        return spec[1]["options"]
+    return None
+
+
+def ui_widget_values(node, inputs) -> dict:
+    """{widget name: value} of a UI-format node, skipping the frontend's extra entries (seed control, upload)."""
+    values, position = {}, 0
+    for name, spec, _ in inputs:
+        if not is_widget(spec):
+            continue
+        values[name] = node["widgets_values"][position]
+        options = spec[1] if len(spec) > 1 else {}
+        position += 1 + bool(options.get("control_after_generate")) + \
+            bool(options.get("image_upload") or options.get("video_upload"))
+    return values
+
+
+def check_value(where: str, class_type: str, name: str, spec, value) -> None:
+    """A widget's value fits its input: a listed choice of a combo (except installation-dependent file lists), a
+    number within the declared range."""
+    options = combo_options(spec)
+    if options is not None and not is_file_choice(class_type, name, spec):
+        assert value in options, f"{where}: {class_type}.{name}={value!r} not in {options}"
+    elif spec[0] in ("INT", "FLOAT") and len(spec) > 1:
+        low, high = spec[1].get("min", float("-inf")), spec[1].get("max", float("inf"))
+        assert isinstance(value, (int, float)) and low <= value <= high, \
+            f"{where}: {class_type}.{name}={value!r} outside [{low}, {high}]"
+
+
 def test_workflows_are_up_to_date():
     result = subprocess.run([sys.executable, str(ROOT / "tools" / "build_workflows.py"), "--check"],
                             capture_output=True, text=True)
@@ -53,7 +92,41 @@ def test_workflows_are_up_to_date():
 
 def test_every_ui_workflow_has_an_api_twin():
     assert {p.name for p in UI_FILES} == {p.name for p in API_FILES}
-    assert {"animate.json", "replace.json", "long_video.json", "low_vram.json"} <= {p.name for p in UI_FILES}
+    assert {"animate.json", "replace.json", "long_video.json", "low_vram.json", "tpose_kontext.json"} <= \
+        {p.name for p in UI_FILES}
+
+
+def test_tpose_kontext_feeds_kontext_edits_to_retargeting():
+    """The official use_flux path with core nodes: each T-pose input of Preprocess is a FLUX.1 Kontext edit (28
+    steps, guidance 2.5, the image as reference latent) of the character image / the driving video's first frame,
+    prompted with an official edit prompt."""
+    api = json.loads((ROOT / "workflows" / "api" / "tpose_kontext.json").read_text())
+    sys.path.insert(0, str(ROOT / "tools"))
+    from workflow_specs import TPOSE_PROMPTS
+
+    preprocess = next(node for node in api.values() if node["class_type"] == "WanAnimatePreprocess")
+    assert preprocess["inputs"]["retarget"] is True and preprocess["inputs"]["mode"] == "animate"
+    sources = {}
+    for name in ("tpose_character", "tpose_driving"):
+        decode = api[preprocess["inputs"][name][0]]
+        assert decode["class_type"] == "VAEDecode"
+        sampler = api[decode["inputs"]["samples"][0]]
+        assert sampler["class_type"] == "KSampler"
+        assert (sampler["inputs"]["steps"], sampler["inputs"]["cfg"], sampler["inputs"]["denoise"]) == (28, 1.0, 1.0)
+        guidance = api[sampler["inputs"]["positive"][0]]
+        assert guidance["class_type"] == "FluxGuidance" and guidance["inputs"]["guidance"] == 2.5
+        reference = api[guidance["inputs"]["conditioning"][0]]
+        assert reference["class_type"] == "ReferenceLatent"
+        assert reference["inputs"]["latent"] == sampler["inputs"]["latent_image"]
+        assert api[reference["inputs"]["conditioning"][0]]["inputs"]["text"] in TPOSE_PROMPTS.values()
+        assert api[sampler["inputs"]["model"][0]]["inputs"]["unet_name"] == "flux1-dev-kontext_fp8_scaled.safetensors"
+        scale = api[api[reference["inputs"]["latent"][0]]["inputs"]["pixels"][0]]
+        assert scale["class_type"] == "FluxKontextImageScale"
+        sources[name] = scale["inputs"]["image"][0]
+    assert api[sources["tpose_character"]]["class_type"] == "LoadImage"
+    first_frame = api[sources["tpose_driving"]]
+    assert first_frame["class_type"] == "ImageFromBatch" and first_frame["inputs"]["batch_index"] == 0
+    assert api[first_frame["inputs"]["image"][0]]["class_type"] == "GetVideoComponents"
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
@@ -83,6 +156,10 @@ def test_ui_workflow_graph_is_valid(path, pack):
             if required and not is_widget(spec):
                 assert name in linked, f"{path.name}: {node['type']}.{name} is required but not connected"
         assert len(node["widgets_values"]) >= len(widgets), f"{path.name}: {node['type']} widget values"
+        values = ui_widget_values(node, inputs)
+        for name, spec, _ in inputs:
+            if name in values:
+                check_value(path.name, node["type"], name, spec, values[name])
 
 
 @pytest.mark.parametrize("path", API_FILES, ids=lambda p: p.name)
@@ -98,11 +175,8 @@ def test_api_workflow_is_valid(path, pack):
                 source = workflow[value[0]]
                 _, outputs = node_spec(pack, source["class_type"])
                 assert outputs[value[1]] == spec[0] or is_widget(spec), f"{path.name} node {node_id}.{name}"
-            elif isinstance(spec[0], list) and not is_file_choice(node["class_type"], name, spec):
-                assert value in spec[0], f"{path.name} node {node_id}.{name}={value!r} not in {spec[0]}"
-            elif spec[0] in ("INT", "FLOAT") and len(spec) > 1:
-                low, high = spec[1].get("min", float("-inf")), spec[1].get("max", float("inf"))
-                assert low <= value <= high, f"{path.name} node {node_id}.{name}={value} outside [{low}, {high}]"
+            else:
+                check_value(f"{path.name} node {node_id}", node["class_type"], name, spec, value)
         for name, (spec, required) in specs.items():
             if required:
                 assert name in node["inputs"], f"{path.name} node {node_id}: required input {name} missing"

@@ -33,10 +33,13 @@ def input_specs(class_type: str, pack_nodes: dict, core: dict) -> tuple[list[tup
         cls = pack_nodes[class_type]
         declared = cls.INPUT_TYPES()
         outputs = list(cls.RETURN_TYPES)
-    else:
+        order = {}
+    else:  # recorded with sorted keys: the frontend's order is `input_order`
         declared = core["specs"][class_type]["input"]
         outputs = core["specs"][class_type]["output"]
-    specs = [(name, tuple(spec)) for group in ("required", "optional") for name, spec in declared.get(group, {}).items()]
+        order = core["specs"][class_type]["input_order"]
+    specs = [(name, tuple(declared[group][name])) for group in ("required", "optional")
+             for name in order.get(group, declared.get(group, {}))]
     return specs, outputs
 
 

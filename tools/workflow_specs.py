@@ -30,6 +30,15 @@ MODELS = {
     "lightx2v": ("lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors", "loras",
                  f"{HF}/Kijai/WanVideo_comfy/resolve/main/Lightx2v/"
                  "lightx2v_I2V_14B_480p_cfg_step_distill_rank64_bf16.safetensors"),
+    "kontext": ("flux1-dev-kontext_fp8_scaled.safetensors", "diffusion_models",
+                f"{HF}/Comfy-Org/flux1-kontext-dev_ComfyUI/resolve/main/split_files/diffusion_models/"
+                "flux1-dev-kontext_fp8_scaled.safetensors"),
+    "clip_l": ("clip_l.safetensors", "text_encoders",
+               f"{HF}/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors"),
+    "t5_flux": ("t5xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders",
+                f"{HF}/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp8_e4m3fn_scaled.safetensors"),
+    "flux_vae": ("ae.safetensors", "vae",
+                 f"{HF}/Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors"),
 }
 PROMPT = "视频中的人在做动作"
 NEGATIVE = ("色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，JPEG压缩残留，丑陋的，"
@@ -117,6 +126,83 @@ def graph(mode: str, dit: str = "bf16", loras: tuple[tuple[str, float], ...] = (
     return nodes
 
 
+
+# The official `use_flux` edit prompts (Wan2.2 preprocess `get_editing_prompts`): chosen per image from whether the
+# driving video shows the legs / the arms confidently, and whether the image is wider than tall.
+TPOSE_PROMPTS = {
+    "full body, landscape": "Change the person to a standard T-pose (facing forward with arms extended). The person "
+                            "is standing. Feet and Hands are visible in the image.",
+    "full body, portrait": "Change the person to a standard pose with the face oriented forward and arms extending "
+                           "straight down by the sides. The person is standing. Feet and Hands are visible in the "
+                           "image.",
+    "arms only, landscape": "Change the person to a standard T-pose (facing forward with arms extended). Hands are "
+                            "visible in the image.",
+    "arms only, portrait": "Change the person to a standard pose with the face oriented forward and arms extending "
+                           "straight down by the sides. Hands are visible in the image.",
+    "neither": "Change the person to face forward.",
+}
+KONTEXT_STEPS, KONTEXT_GUIDANCE = 28, 2.5  # the official FluxKontextPipeline call
+
+
+def kontext_edit(first_id: int, image: tuple[int, int], prompt: str, y: int, title: str) -> list[Node]:
+    """FLUX.1 Kontext edit of one image with ComfyUI core nodes (its Kontext template's graph): the image scaled to
+    a Kontext resolution and encoded is both the reference latent and the starting latent. Ids first_id..+8: the
+    decoded edit at first_id + 7, its preview at + 8; the models come from nodes 40 (UNETLoader), 41 (DualCLIPLoader)
+    and 42 (VAELoader)."""
+    i = first_id
+    return [
+        Node(i, "FluxKontextImageScale", (380, y), links={"image": image}),
+        Node(i + 1, "VAEEncode", (760, y), links={"pixels": (i, 0), "vae": (42, 0)}),
+        Node(i + 2, "CLIPTextEncode", (380, y + 120), {"text": prompt}, {"clip": (41, 0)}, title=f"{title} prompt"),
+        Node(i + 3, "ReferenceLatent", (760, y + 120), links={"conditioning": (i + 2, 0), "latent": (i + 1, 0)}),
+        Node(i + 4, "FluxGuidance", (1140, y + 120), {"guidance": KONTEXT_GUIDANCE}, {"conditioning": (i + 3, 0)}),
+        Node(i + 5, "ConditioningZeroOut", (1140, y + 260), links={"conditioning": (i + 2, 0)}),
+        Node(i + 6, "KSampler", (1520, y), {"seed": 42, "steps": KONTEXT_STEPS, "cfg": 1.0, "sampler_name": "euler",
+                                            "scheduler": "simple", "denoise": 1.0},
+             {"model": (40, 0), "positive": (i + 4, 0), "negative": (i + 5, 0), "latent_image": (i + 1, 0)},
+             title=f"{title} (Kontext)"),
+        Node(i + 7, "VAEDecode", (1900, y), links={"samples": (i + 6, 0), "vae": (42, 0)}),
+        Node(i + 8, "PreviewImage", (1900, y + 120), links={"images": (i + 7, 0)}, title=f"{title}: check the pose"),
+    ]
+
+
+def tpose_kontext_graph() -> list[Node]:
+    """Animation with T-pose retargeting: the character image and the driving video's first frame are edited into
+    a T-pose with FLUX.1 Kontext (the official `use_flux` path), and the Preprocess node measures bone lengths on
+    the edits (`tpose_character`, `tpose_driving`)."""
+    prompts = "\n".join(f"- {case}: `{text}`" for case, text in TPOSE_PROMPTS.items())
+    extra = (
+        "T-pose retargeting: the driving skeleton is adapted to the character's proportions. As the official "
+        "`use_flux` preprocessing does, FLUX.1 Kontext first edits the character image and the driving video's "
+        "first frame into a standard pose (28 steps, guidance 2.5); the bone lengths are measured on the edits. "
+        "Check both edits in the previews: Kontext may change the person or miss the pose; then change the seed "
+        "or the prompt.\n\nThe official prompt of each image depends on the driving video (legs and arms "
+        "visible, or arms only, or neither) and on the image's shape (wider than tall, or not):\n" + prompts +
+        "\n\nBoth prompt nodes here hold the full-body, landscape one (the official example inputs' case).")
+    nodes = graph("animate")
+    preprocess = next(n for n in nodes if n.id == 11)
+    preprocess.widgets["retarget"] = True
+    preprocess.links.update({"tpose_character": (50, 0), "tpose_driving": (60, 0)})
+    readme = next(n for n in nodes if n.id == 30)
+    readme.widgets["text"] = note(["bf16", "vae", "t5", "clip_vision", "detector", "pose", "kontext", "clip_l",
+                                   "t5_flux", "flux_vae"], extra)
+    y = 1750
+    prompt = TPOSE_PROMPTS["full body, landscape"]
+    nodes += [
+        Node(40, "UNETLoader", (0, y), {"unet_name": MODELS["kontext"][0], "weight_dtype": "default"},
+             models=(model("kontext"),)),
+        Node(41, "DualCLIPLoader", (0, y + 160), {"clip_name1": MODELS["clip_l"][0], "clip_name2": MODELS["t5_flux"][0],
+                                                  "type": "flux", "device": "default"},
+             models=(model("clip_l"), model("t5_flux"))),
+        Node(42, "VAELoader", (0, y + 360), {"vae_name": MODELS["flux_vae"][0]}, models=(model("flux_vae"),)),
+        *kontext_edit(43, (7, 0), prompt, y, "Character T-pose"),
+        Node(52, "ImageFromBatch", (0, y + 800), {"batch_index": 0, "length": 1}, {"image": (9, 0)},
+             title="Driving video's first frame"),
+        *kontext_edit(53, (52, 0), prompt, y + 800, "Driving T-pose"),
+    ]
+    return nodes
+
+
 WORKFLOWS = {
     "animate": graph("animate", extra="Animation: the character moves like the person in the driving video; the "
                                       "background comes from the character image. Load the image and the video, "
@@ -141,4 +227,6 @@ WORKFLOWS = {
                                  "weights stay quantised on the GPU and in host memory and are dequantised layer by "
                                  "layer; 'auto' streams as many quantised blocks from host memory as the card needs. "
                                  "Lower the preprocess width x height (e.g. 832 x 480) on 8 GB cards."),
+    "tpose_kontext": tpose_kontext_graph(),
 }
+

@@ -4,8 +4,8 @@
         --out results --download
 
 Steps:
-1. check the arguments: the workflow (`animate`, `replace`, `long_video`, `low_vram`, or a path to an API-format
-   .json), that --image is an image and --video a video, the --set/--image-node/--video-node overrides;
+1. check the arguments: the workflow (`animate`, `replace`, `long_video`, `low_vram`, `tpose_kontext`, or a path to
+   an API-format .json), that --image is an image and --video a video, the --set/--image-node/--video-node overrides;
 2. find ComfyUI: a URL is used as it is; for a folder, a ComfyUI already answering on 127.0.0.1:--port is used,
    otherwise `main.py` is started headless there with --python, after linking this pack into its custom_nodes
    (its log: --out/wan_animate_comfyui.log);
@@ -234,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     parser.add_argument("--comfyui", required=True, help="ComfyUI folder (holding main.py) or URL of a running one")
     parser.add_argument("--workflow", default="animate",
-                        help="animate, replace, long_video, low_vram, or a path to an API-format workflow .json")
+                        help="animate, replace, long_video, low_vram, tpose_kontext, or a path to an API-format "
+                             "workflow .json")
     parser.add_argument("--image", required=True, help="the character image")
     parser.add_argument("--video", required=True, help="the driving video")
     parser.add_argument("--out", default="results", help="folder for the results (default: results)")

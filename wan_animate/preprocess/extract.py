@@ -8,7 +8,7 @@ import numpy as np
 
 from .detector import PersonDetector
 from .pose_model import WholeBodyPoseModel
-from .tracking import Track, official_per_frame_choice, track_main_person
+from .tracking import PersonChoice, Track, official_per_frame_choice, track_main_person
 
 ProgressFn = Callable[[int, int], None]
 BODY_POINTS = slice(0, 17)
@@ -56,23 +56,29 @@ def _detect_with_progress(frames: np.ndarray, detector: PersonDetector, progress
 
 def extract_poses(frames_u8: np.ndarray, detector: PersonDetector, pose_model: WholeBodyPoseModel,
                   progress: ProgressFn | None = None, track: bool = True, carry_over: bool = True,
-                  chunk: int = 32, source: str = "driving video") -> PoseSequence:
+                  chunk: int = 32, source: str = "driving video",
+                  person: PersonChoice = PersonChoice()) -> PoseSequence:
     """Keypoints of the main person in every frame of `frames_u8` [F, H, W, 3] uint8 RGB.
 
-    track=True chooses the main person once (largest person, official rule) and follows it across frames;
-    track=False re-chooses in every frame as the official pipeline does. Where the followed person is not detected
-    the previous box is reused (`carry_over`), otherwise the whole frame goes to the pose model (the official
-    behaviour); either way `person_found` is False there. `progress(done, total)` is called after each chunk of
-    work (total = 2 F: detection, then pose). Raises ValueError, naming `source`, when no person is detected in any
-    frame.
+    track=True chooses the person once (`person`; default the largest, official rule) and follows it across
+    frames; track=False re-chooses the largest in every frame as the official pipeline does. Where the followed
+    person is not detected the previous box is reused (`carry_over`), otherwise the whole frame goes to the pose
+    model (the official behaviour); either way `person_found` is False there. `progress(done, total)` is called
+    after each chunk of work (total = 2 F: detection, then pose). Raises ValueError, naming `source`, when no person
+    is detected in any frame, or when the chosen person (an `index` beyond the crowd) is in none.
     """
     frames = _check_video(frames_u8, source)
     total = 2 * len(frames)
     detections = _detect_with_progress(frames, detector, progress, total, chunk)
     if not any(len(d) for d in detections):
         raise ValueError(f"no person was detected in any of the {len(frames)} frames of the {source}")
-    path: Track = track_main_person(detections, carry_over=carry_over) if track \
+    path: Track = track_main_person(detections, carry_over=carry_over, person=person,
+                                    frame_size=frames.shape[1:3]) if track \
         else official_per_frame_choice(detections)
+    if not path.found.any():
+        most = max(len(d) for d in detections)
+        raise ValueError(f"person '{person}': no frame of the {source} has that person (at most {most} "
+                         f"{'person was' if most == 1 else 'people were'} detected in a frame); choose a lower index")
     keypoints = []
     for start in range(0, len(frames), chunk):
         keypoints.append(pose_model.predict(frames[start:start + chunk], path.boxes[start:start + chunk]))

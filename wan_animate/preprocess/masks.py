@@ -10,7 +10,9 @@ Masks are [F, H, W] (or [H, W]); 1 = the person to replace.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -204,6 +206,55 @@ def sam2_prompts(keypoints: np.ndarray, frame_size: tuple[int, int],
             for start, end in sam2_chunks(len(keypoints), chunk_frames)]
 
 
+@dataclass(frozen=True)
+class UserPoints:
+    """Points the user clicked on the first frame (the web extension's points editor): (x, y) as fractions 0..1 of
+    the frame's width and height; `positive` on the person to replace, `negative` on what the mask must leave out."""
+
+    positive: tuple[tuple[float, float], ...] = ()
+    negative: tuple[tuple[float, float], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.positive or self.negative)
+
+
+def parse_user_points(text: str) -> UserPoints:
+    """The editor's JSON `{"positive": [[x, y], ...], "negative": [[x, y], ...]}` (x, y in 0..1) -> UserPoints;
+    empty text = no points. ValueError naming the `points` input and what was wrong otherwise."""
+    if not text.strip():
+        return UserPoints()
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"points: expected JSON like {{\"positive\": [[0.5, 0.4]], \"negative\": []}}; "
+                         f"{error}") from error
+    if not isinstance(data, dict) or set(data) - {"positive", "negative"}:
+        raise ValueError(f"points: expected an object with the lists \"positive\" and \"negative\"; got {text!r}")
+    lists = {}
+    for kind in ("positive", "negative"):
+        entries = data.get(kind, [])
+        valid = isinstance(entries, list) and all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in p)
+            for p in entries)
+        if not valid:
+            raise ValueError(f"points: \"{kind}\" must be a list of [x, y] pairs with x, y fractions 0..1 of the "
+                             f"frame's width and height; got {entries!r}")
+        lists[kind] = tuple((float(x), float(y)) for x, y in entries)
+    return UserPoints(**lists)
+
+
+def with_user_points(points: np.ndarray, user: UserPoints,
+                     frame_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The pose prompt points [N, 2] int32 (label 1) followed by the user's positive (label 1) and negative (label 0)
+    points in pixels of a frame of `frame_size` (height, width): (points [N + P + Q, 2] int32, labels int32)."""
+    height, width = frame_size
+    clicked = np.array([*user.positive, *user.negative], np.float64).reshape(-1, 2) * np.array([width, height])
+    clicked = np.clip(clicked, 0, [width - 1, height - 1]).astype(np.int32)
+    labels = np.concatenate([np.ones(len(points) + len(user.positive), np.int32),
+                             np.zeros(len(user.negative), np.int32)])
+    return np.concatenate([np.asarray(points, np.int32).reshape(-1, 2), clicked]), labels
+
+
 def _import_sam2():
     problems = torch_install_problems()
     if problems:
@@ -254,10 +305,12 @@ def _in_memory_frames(video_predictor_module, frames: np.ndarray, device: str) -
 def sam2_person_masks(frames: np.ndarray, keypoints: np.ndarray, checkpoint: str,
                       config: str = SAM2_DEFAULT_CONFIG, device: str = "cuda",
                       chunk_frames: int = SAM2_CHUNK_FRAMES, predictor=None,
-                      progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+                      progress: Callable[[int, int], None] | None = None,
+                      user_points: UserPoints = UserPoints()) -> np.ndarray:
     """Binary person masks [F, H, W] uint8 (1 = person) from the SAM2 video predictor, prompted as the official
-    pipeline does (see `sam2_prompts`). `checkpoint`: e.g. sam2/sam2_hiera_large.pt with config
-    sam2_hiera_l.yaml; or pass an already built `predictor`. `progress(done, total)` after each chunk."""
+    pipeline does (see `sam2_prompts`), plus the `user_points` clicked on the first frame, added to the prompts of
+    frame 0. `checkpoint`: e.g. sam2/sam2_hiera_large.pt with config sam2_hiera_l.yaml; or pass an already built
+    `predictor`. `progress(done, total)` after each chunk."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.dtype != np.uint8 or frames.shape[-1] != 3:
         raise ValueError(f"frames: expected uint8 RGB [F, H, W, 3]; got {frames.dtype} {frames.shape}")
@@ -277,8 +330,10 @@ def sam2_person_masks(frames: np.ndarray, keypoints: np.ndarray, checkpoint: str
                 state = predictor.init_state(video_path=frames[start:end])
             predictor.reset_state(state)
             for frame_index, points in prompts:
-                add_points(inference_state=state, frame_idx=frame_index, obj_id=1, points=points,
-                           labels=np.ones(len(points), np.int32))
+                labels = np.ones(len(points), np.int32)
+                if start + frame_index == 0 and user_points:
+                    points, labels = with_user_points(points, user_points, frames.shape[1:3])
+                add_points(inference_state=state, frame_idx=frame_index, obj_id=1, points=points, labels=labels)
             for frame_index, _, mask_logits in predictor.propagate_in_video(state):
                 masks[start + frame_index] = (mask_logits[0, 0] > 0.0).cpu().numpy().astype(np.uint8)
             if progress is not None:

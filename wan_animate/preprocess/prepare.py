@@ -20,13 +20,14 @@ from ..runtime.host_memory import warn_if_host_memory_short
 from .detector import PersonDetector
 from .extract import PoseSequence, extract_image_pose, extract_poses
 from .face_crop import crop_faces, detect_face_boxes
-from .masks import (SAM2_INSTALL_HINT, blur_mask, box_person_masks, grow_mask, official_mask_postprocess,
-                    replacement_inputs, sam2_person_masks)
+from .masks import (SAM2_INSTALL_HINT, UserPoints, blur_mask, box_person_masks, grow_mask,
+                    official_mask_postprocess, replacement_inputs, sam2_person_masks)
 from .pose_model import WholeBodyPoseModel
 from .render import render_animate_poses, render_replace_poses
 from .resolution import generation_size
 from .retarget import retarget_poses
 from .smoothing import smooth_keypoints
+from .tracking import PersonChoice
 from .video import DEFAULT_AREA, padding_resize, resize_frames, resize_to
 
 MODES = ("animate", "replace")
@@ -36,9 +37,9 @@ FACE_SIZE = 512  # side of the face crops
 
 @dataclass
 class MaskSettings:
-    """Replacement mask: `method` pose_box | sam2 (needs `sam2_checkpoint`), the official dilation (`iterations`
-    of a `kernel` x `kernel` square, 0 = none) and blockify grid (`w_len` x `h_len` cells), then user `grow` (px,
-    negative shrinks) and `blur` (px radius)."""
+    """Replacement mask: `method` pose_box | sam2 (needs `sam2_checkpoint`; `points` clicked on the first frame
+    join its prompts), the official dilation (`iterations` of a `kernel` x `kernel` square, 0 = none) and blockify
+    grid (`w_len` x `h_len` cells), then user `grow` (px, negative shrinks) and `blur` (px radius)."""
 
     method: str = "pose_box"
     sam2_checkpoint: str | None = None
@@ -49,6 +50,7 @@ class MaskSettings:
     h_len: int = 1
     grow: int = 0
     blur: float = 0.0
+    points: UserPoints = UserPoints()
 
 
 @dataclass
@@ -77,10 +79,12 @@ def prepare_inputs(
     tpose_driving: np.ndarray | None = None,
     mask: MaskSettings | None = None,
     progress: Callable[[int, int], None] | None = None,
+    person: PersonChoice = PersonChoice(),
 ) -> PreparedInputs:
     """Character image [H, W, 3] and driving video [F, H, W, 3] (uint8 RGB) -> reference, pose and face frames
     (and, for Replacement, background and mask). `tpose_character` / `tpose_driving`: optional images of the
-    character and of the driving video's first frame edited into a T-pose (retargeting's bone lengths)."""
+    character and of the driving video's first frame edited into a T-pose (retargeting's bone lengths). `person`:
+    which person of the driving video is followed (pose, face crops, mask)."""
     if mode not in MODES:
         raise ValueError(f"mode is {mode!r}; expected one of {MODES}")
     if mode == "replace" and retarget:
@@ -99,10 +103,11 @@ def prepare_inputs(
         reference = resize_to(character, height, width)
     # the character's pose first: a character without one fails before the long pass over the video
     ref_pose = extract_image_pose(reference, detector, pose_model) if retarget else None
-    poses = extract_poses(video, detector, pose_model, progress=progress)
+    poses = extract_poses(video, detector, pose_model, progress=progress, person=person)
     if smoothing > 0:
         poses.keypoints = smooth_keypoints(poses.keypoints, smoothing)
-    report = [f"person followed in {int(poses.person_found.sum())} of {len(poses)} frames"]
+    chosen = "" if person == PersonChoice() else f" ({person})"
+    report = [f"person{chosen} followed in {int(poses.person_found.sum())} of {len(poses)} frames"]
 
     faces = detect_face_boxes(poses.keypoints, poses.frame_size).require_faces("driving video")
     if faces.missing_count:
@@ -171,9 +176,12 @@ def check_mask_settings(settings: MaskSettings) -> None:
 def _replacement(video: np.ndarray, poses: PoseSequence, settings: MaskSettings,
                  report: list[str]) -> tuple[np.ndarray, np.ndarray]:
     if settings.method == "sam2":  # settings checked by check_mask_settings
-        masks = sam2_person_masks(video, poses.keypoints, settings.sam2_checkpoint, device=settings.sam2_device)
+        masks = sam2_person_masks(video, poses.keypoints, settings.sam2_checkpoint, device=settings.sam2_device,
+                                  user_points=settings.points)
     else:
         masks = (box_person_masks(poses.keypoints, poses.frame_size) > 0.5).astype(np.uint8)
+        if settings.points:
+            report.append("the clicked points were not used: only mask method 'sam2' takes them")
     masks = official_mask_postprocess(masks, settings.iterations, settings.kernel, settings.w_len, settings.h_len)
     masks = blur_mask(grow_mask(masks.astype(np.float32), settings.grow), settings.blur)
     report.append(f"person mask ({settings.method}) covers {100 * float(masks.mean()):.1f}% of the frames")

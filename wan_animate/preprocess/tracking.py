@@ -1,16 +1,84 @@
 """Choosing the main person among the detections and following that one person through the video.
 
 The official pipeline re-chooses the largest person in every frame, so the pose can jump to another person when
-someone walks closer to the camera. `track_main_person` chooses once (with the official rule) and then follows the
-chosen box by overlap and centre distance; `select_main_person` alone reproduces the official per-frame choice.
+someone walks closer to the camera. `track_main_person` chooses once (by default with the official rule; a
+`PersonChoice` can name another person) and then follows the chosen box by overlap and centre distance;
+`select_main_person` alone reproduces the official per-frame choice.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 SHAPE_RATIO = 0.4  # a box whose longer side is under 40% of the (current) largest side is ignored
+PERSON_CHOICES = "largest | leftmost | rightmost | index N | point X Y"
+
+
+@dataclass(frozen=True)
+class PersonChoice:
+    """Which detected person to follow. `rule`: largest (the official choice), leftmost / rightmost (by box centre),
+    index (the `index`-th by box area, 0 = the largest), point (the person whose box holds `point`, given as
+    fractions (x, y) of the frame's width and height; else the nearest box centre). Except for `largest`, boxes
+    whose longer side is under SHAPE_RATIO times the longest one are not counted (stray small detections)."""
+
+    rule: str = "largest"
+    index: int = 0
+    point: tuple[float, float] | None = None
+
+    def __str__(self) -> str:
+        if self.rule == "index":
+            return f"index {self.index}"
+        if self.rule == "point":
+            return f"point {self.point[0]:g} {self.point[1]:g}"
+        return self.rule
+
+
+def parse_person_choice(text: str) -> PersonChoice:
+    """`largest`, `leftmost`, `rightmost`, `index N` (N >= 0, 0 = the largest) or `point X Y` (X, Y in 0..1, fractions
+    of the first frame's width and height) -> PersonChoice; ValueError naming the accepted forms otherwise."""
+    words = text.strip().lower().replace(",", " ").split()
+    if len(words) == 1 and words[0] in ("largest", "leftmost", "rightmost"):
+        return PersonChoice(words[0])
+    if len(words) == 2 and words[0] == "index" and re.fullmatch(r"\d+", words[1]):
+        return PersonChoice("index", index=int(words[1]))
+    if len(words) == 3 and words[0] == "point":
+        try:
+            x, y = float(words[1]), float(words[2])
+        except ValueError:
+            x = y = float("nan")
+        if 0 <= x <= 1 and 0 <= y <= 1:
+            return PersonChoice("point", point=(x, y))
+    raise ValueError(f"person is {text!r}; expected one of: {PERSON_CHOICES} (N: 0 = the largest person, 1 = the "
+                     "next largest...; X, Y: fractions 0..1 of the frame's width and height, e.g. point 0.25 0.5)")
+
+
+def choose_person(boxes: np.ndarray, choice: PersonChoice, frame_size: tuple[int, int]) -> int | None:
+    """Index of the person `choice` names among `boxes` [N, >=4] (x1, y1, x2, y2, ...) of a frame of `frame_size`
+    (height, width); None when there is nobody, or fewer people than an `index` choice needs."""
+    if choice.rule == "largest" or len(boxes) == 0:
+        return select_main_person(boxes)
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    sides = np.maximum(widths, heights)
+    counted = np.flatnonzero(sides >= SHAPE_RATIO * sides.max())
+    centres = (boxes[counted, :2] + boxes[counted, 2:4]) / 2  # [n, 2] x, y
+    if choice.rule == "leftmost":
+        return int(counted[np.argmin(centres[:, 0])])
+    if choice.rule == "rightmost":
+        return int(counted[np.argmax(centres[:, 0])])
+    if choice.rule == "index":
+        by_area = counted[np.argsort(-(widths * heights)[counted], kind="stable")]
+        return int(by_area[choice.index]) if choice.index < len(by_area) else None
+    if choice.rule == "point":
+        height, width = frame_size
+        point = np.array([choice.point[0] * width, choice.point[1] * height])
+        inside = (boxes[counted, 0] <= point[0]) & (point[0] <= boxes[counted, 2]) & \
+                 (boxes[counted, 1] <= point[1]) & (point[1] <= boxes[counted, 3])
+        pool = np.flatnonzero(inside) if inside.any() else np.arange(len(counted))
+        distances = np.linalg.norm(centres[pool] - point, axis=1)
+        return int(counted[pool[np.argmin(distances)]])
+    raise ValueError(f"unknown person rule {choice.rule!r}; expected one of: {PERSON_CHOICES}")
 
 
 def select_main_person(boxes: np.ndarray, shape_ratio: float = SHAPE_RATIO) -> int | None:
@@ -73,13 +141,14 @@ def _match(previous: np.ndarray, candidates: np.ndarray, min_iou: float, max_cen
 
 
 def track_main_person(detections: list[np.ndarray], min_iou: float = 0.1, max_centre_shift: float = 0.5,
-                      reacquire_after: int | None = 30, carry_over: bool = True) -> Track:
+                      reacquire_after: int | None = 30, carry_over: bool = True,
+                      person: PersonChoice = PersonChoice(), frame_size: tuple[int, int] = (1, 1)) -> Track:
     """Follow one person through per-frame detections (each [N, >=4] boxes, see `PersonDetector.detect`).
 
-    The person is chosen with the official rule in the first frame that has any detection. In a frame where no
-    detection continues the track, the last box is carried over (`carry_over`) or left missing (NaN; the pose
-    model then sees the full frame, as the official code does). After `reacquire_after` frames without a match
-    (None: never) the main person is chosen afresh.
+    The person is chosen by `person` (default: the official rule) in the first frame where that person is found;
+    `frame_size` (height, width) places a `point` choice. In a frame where no detection continues the track, the
+    last box is carried over (`carry_over`) or left missing (NaN; the pose model then sees the full frame, as the
+    official code does). After `reacquire_after` frames without a match (None: never) the person is chosen afresh.
     """
     boxes = np.full((len(detections), 4), np.nan)
     found = np.zeros(len(detections), dtype=bool)
@@ -87,7 +156,7 @@ def track_main_person(detections: list[np.ndarray], min_iou: float = 0.1, max_ce
     for t, candidates in enumerate(detections):
         candidates = _as_boxes(candidates)
         if current is None or (reacquire_after is not None and missed > reacquire_after):
-            index = select_main_person(candidates)
+            index = choose_person(candidates, person, frame_size)
         else:
             index = _match(current, candidates, min_iou, max_centre_shift)
         if index is not None:
