@@ -4,11 +4,12 @@ from __future__ import annotations
 import numpy as np
 
 from wan_animate.preprocess.extract import extract_poses
-from wan_animate.preprocess.face_crop import crop_faces, detect_face_boxes
-from wan_animate.preprocess.masks import blur_mask, grow_mask
+from wan_animate.preprocess.face_crop import FACE_SCALE, crop_faces, detect_face_boxes, steady_face_boxes
+from wan_animate.preprocess.masks import blur_mask, grow_mask, official_mask_postprocess
 from wan_animate.preprocess.prepare import MASK_METHODS, MODES, MaskSettings, prepare_inputs
 from wan_animate.preprocess.render import render_animate_poses, render_replace_poses
 from wan_animate.preprocess.smoothing import smooth_keypoints
+from wan_animate.preprocess.tracking import PERSON_ORDERS
 
 from .comfy_compat import progress_callback, save_previews
 from .convert import image_to_u8, mask_to_tensor, mask_to_u8, u8_to_image
@@ -27,6 +28,29 @@ def _with_previews(result: tuple, **kinds: np.ndarray) -> dict:
             previews.append({"kind": kind, "start": len(images), "count": len(saved)})
             images += saved
     return {"ui": {"images": images, "wan_animate_previews": previews}, "result": result}
+
+
+_MASK_SHAPE_INPUTS = {
+    "mask_iterations": ("INT", {"default": 3, "min": 0, "max": 20, "tooltip": "Replacement mask: official "
+                                "dilation iterations (0 = the mask as found, no dilation or blockify)"}),
+    "mask_kernel": ("INT", {"default": 7, "min": 1, "max": 63, "tooltip": "side of the square dilation kernel "
+                            "(official 7)"}),
+    "mask_block_w": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "blockify: columns of the grid over "
+                             "the person's box (1 = the whole box, official; more follows the body's shape)"}),
+    "mask_block_h": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "blockify: rows of the grid"}),
+}
+_PERSON_INPUTS = {
+    "person_order": (list(PERSON_ORDERS), {"default": "main", "tooltip": "which person to follow: main (official "
+                     "choice, the largest), or by size or from left to right with person_index"}),
+    "person_index": ("INT", {"default": 0, "min": 0, "max": 16, "tooltip": "0 = largest / leftmost, 1 = the "
+                             "next, ... (person_order size / left_to_right)"}),
+}
+_FACE_BOX_INPUTS = {
+    "face_scale": ("FLOAT", {"default": FACE_SCALE, "min": 0.5, "max": 4.0, "step": 0.05, "tooltip": "face box "
+                             "area factor around the face points (official 1.3; larger shows more head)"}),
+    "steady_face": ("BOOLEAN", {"default": False, "tooltip": "one face box size for the whole clip (stops the "
+                                "crops zooming in and out)"}),
+}
 
 
 class WanAnimatePreprocess:
@@ -60,6 +84,9 @@ class WanAnimatePreprocess:
                 "tpose_character": ("IMAGE", {"tooltip": "the character edited into a T-pose (optional retargeting "
                                                          "bone lengths)"}),
                 "tpose_driving": ("IMAGE", {"tooltip": "the driving video's first frame edited into a T-pose"}),
+                **_MASK_SHAPE_INPUTS,
+                **_PERSON_INPUTS,
+                **_FACE_BOX_INPUTS,
             },
         }
 
@@ -70,9 +97,11 @@ class WanAnimatePreprocess:
 
     def preprocess(self, pose_models: PoseModels, character_image, driving_video, mode, width, height, retarget,
                    smoothing, mask_method, mask_grow, mask_blur, sam2=None, tpose_character=None,
-                   tpose_driving=None):
+                   tpose_driving=None, mask_iterations=3, mask_kernel=7, mask_block_w=1, mask_block_h=1,
+                   person_order="main", person_index=0, face_scale=FACE_SCALE, steady_face=False):
         video = image_to_u8(driving_video, "driving_video")
-        mask_settings = MaskSettings(method=mask_method, grow=mask_grow, blur=mask_blur,
+        mask_settings = MaskSettings(method=mask_method, grow=mask_grow, blur=mask_blur, iterations=mask_iterations,
+                                     kernel=mask_kernel, w_len=mask_block_w, h_len=mask_block_h,
                                      sam2_checkpoint=sam2.path if sam2 else None,
                                      sam2_device=sam2.device if sam2 else "cuda")
         progress = progress_callback(2 * len(video))
@@ -81,7 +110,8 @@ class WanAnimatePreprocess:
             pose_models.pose_model, mode=mode, area=width * height, retarget=retarget, smoothing=smoothing,
             tpose_character=None if tpose_character is None else image_to_u8(tpose_character, "tpose_character")[0],
             tpose_driving=None if tpose_driving is None else image_to_u8(tpose_driving, "tpose_driving")[0],
-            mask=mask_settings, progress=lambda done, total: progress(done),
+            mask=mask_settings, progress=lambda done, total: progress(done), person_order=person_order,
+            person_index=person_index, face_scale=face_scale, steady_face=steady_face,
         )
         frames, size = len(prepared.pose), prepared.reference.shape[:2]
         background = prepared.background if prepared.background is not None else np.zeros((frames, *size, 3), np.uint8)
@@ -104,18 +134,19 @@ class WanAnimatePoseExtract:
             "images": ("IMAGE",),
             "smoothing": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.05,
                                     "tooltip": "temporal smoothing of the keypoints (0 = none)"}),
-        }}
+        }, "optional": dict(_PERSON_INPUTS)}
 
     RETURN_TYPES = (POSES, "STRING")
     RETURN_NAMES = ("poses", "report")
     FUNCTION = "extract"
     CATEGORY = CATEGORY
 
-    def extract(self, pose_models: PoseModels, images, smoothing):
+    def extract(self, pose_models: PoseModels, images, smoothing, person_order="main", person_index=0):
         frames = image_to_u8(images, "images")
         progress = progress_callback(2 * len(frames))
         poses = extract_poses(frames, pose_models.detector, pose_models.pose_model,
-                              progress=lambda done, total: progress(done), source="images")
+                              progress=lambda done, total: progress(done), source="images",
+                              person_order=person_order, person_index=person_index)
         if smoothing > 0:
             poses.keypoints = smooth_keypoints(poses.keypoints, smoothing)
         report = f"person followed in {int(poses.person_found.sum())} of {len(poses)} frames"
@@ -127,20 +158,21 @@ class WanAnimateFaceCrops:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"images": ("IMAGE",), "poses": (POSES,)}}
+        return {"required": {"images": ("IMAGE",), "poses": (POSES,)}, "optional": dict(_FACE_BOX_INPUTS)}
 
     RETURN_TYPES = ("IMAGE", "STRING")
     RETURN_NAMES = ("face_video", "report")
     FUNCTION = "crop"
     CATEGORY = CATEGORY
 
-    def crop(self, images, poses):
+    def crop(self, images, poses, face_scale=FACE_SCALE, steady_face=False):
         frames = image_to_u8(images, "images")
         if frames.shape[1:3] != tuple(poses.frame_size) or len(frames) != len(poses):
             raise ValueError(f"images are {len(frames)} frames of {frames.shape[1:3]}; the poses were found in "
                              f"{len(poses)} frames of {tuple(poses.frame_size)}: connect the same video")
-        boxes = detect_face_boxes(poses.keypoints, poses.frame_size).require_faces("images")
-        faces = crop_faces(frames, boxes.boxes)
+        boxes = detect_face_boxes(poses.keypoints, poses.frame_size, face_scale).require_faces("images")
+        chosen = steady_face_boxes(boxes.boxes, poses.frame_size) if steady_face else boxes.boxes
+        faces = crop_faces(frames, chosen)
         report = f"{boxes.missing_count} of {len(frames)} frames had no face (nearest face box reused)"
         return _with_previews((u8_to_image(faces), report), face=faces)
 
@@ -179,19 +211,25 @@ class WanAnimateMaskAdjust:
             "mask": ("MASK",),
             "grow": ("INT", {"default": 0, "min": -64, "max": 64, "tooltip": "pixels; negative shrinks"}),
             "blur": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 64.0, "step": 0.5}),
-        }}
+        }, "optional": {**_MASK_SHAPE_INPUTS, "mask_iterations": (
+            "INT", {"default": 0, "min": 0, "max": 20, "tooltip": "official dilation + blockify first: dilation "
+                                                                  "iterations (0 = off; the official pipeline uses 3)"})}}
 
     RETURN_TYPES = ("IMAGE", "MASK")
     RETURN_NAMES = ("background_video", "mask")
     FUNCTION = "adjust"
     CATEGORY = CATEGORY
 
-    def adjust(self, images, mask, grow, blur):
+    def adjust(self, images, mask, grow, blur, mask_iterations=0, mask_kernel=7, mask_block_w=1, mask_block_h=1):
         if mask.ndim == 2:
             mask = mask[None]
         if tuple(mask.shape) != tuple(images.shape[:3]):
             raise ValueError(f"mask is {tuple(mask.shape)}; expected {tuple(images.shape[:3])} to match the images")
-        adjusted = blur_mask(grow_mask(mask.float().cpu().numpy(), grow), blur)
+        masks = mask.float().cpu().numpy()
+        if mask_iterations > 0:
+            masks = official_mask_postprocess(masks > 0.5, mask_iterations, mask_kernel, mask_block_w,
+                                              mask_block_h).astype(np.float32)
+        adjusted = blur_mask(grow_mask(masks, grow), blur)
         soft = mask_to_tensor(adjusted)
         background = images[..., :3] * (1 - soft[..., None])
         return _with_previews((background, soft), mask=mask_to_u8(adjusted))

@@ -8,7 +8,7 @@ import numpy as np
 
 from .detector import PersonDetector
 from .pose_model import WholeBodyPoseModel
-from .tracking import Track, official_per_frame_choice, track_main_person
+from .tracking import Track, check_person_choice, official_per_frame_choice, track_main_person
 
 ProgressFn = Callable[[int, int], None]
 BODY_POINTS = slice(0, 17)
@@ -56,10 +56,12 @@ def _detect_with_progress(frames: np.ndarray, detector: PersonDetector, progress
 
 def extract_poses(frames_u8: np.ndarray, detector: PersonDetector, pose_model: WholeBodyPoseModel,
                   progress: ProgressFn | None = None, track: bool = True, carry_over: bool = True,
-                  chunk: int = 32, source: str = "driving video") -> PoseSequence:
+                  chunk: int = 32, source: str = "driving video", person_order: str = "main",
+                  person_index: int = 0) -> PoseSequence:
     """Keypoints of the main person in every frame of `frames_u8` [F, H, W, 3] uint8 RGB.
 
-    track=True chooses the main person once (largest person, official rule) and follows it across frames;
+    track=True chooses the main person once (largest person, official rule; or the `person_index`-th by
+    `person_order`, see tracking.choose_person) and follows it across frames;
     track=False re-chooses in every frame as the official pipeline does. Where the followed person is not detected
     the previous box is reused (`carry_over`), otherwise the whole frame goes to the pose model (the official
     behaviour); either way `person_found` is False there. `progress(done, total)` is called after each chunk of
@@ -67,12 +69,17 @@ def extract_poses(frames_u8: np.ndarray, detector: PersonDetector, pose_model: W
     frame.
     """
     frames = _check_video(frames_u8, source)
+    check_person_choice(person_order, person_index)
     total = 2 * len(frames)
     detections = _detect_with_progress(frames, detector, progress, total, chunk)
     if not any(len(d) for d in detections):
         raise ValueError(f"no person was detected in any of the {len(frames)} frames of the {source}")
-    path: Track = track_main_person(detections, carry_over=carry_over) if track \
-        else official_per_frame_choice(detections)
+    path: Track = track_main_person(detections, carry_over=carry_over, order=person_order, index=person_index) \
+        if track else official_per_frame_choice(detections)
+    if not path.found.any():
+        most = max(len(d) for d in detections)
+        raise ValueError(f"person_index {person_index} ({person_order}) needs {person_index + 1} people in a frame; "
+                         f"the {source} shows at most {most}")
     keypoints = []
     for start in range(0, len(frames), chunk):
         keypoints.append(pose_model.predict(frames[start:start + chunk], path.boxes[start:start + chunk]))

@@ -2,7 +2,8 @@
 
 The official pipeline re-chooses the largest person in every frame, so the pose can jump to another person when
 someone walks closer to the camera. `track_main_person` chooses once (with the official rule) and then follows the
-chosen box by overlap and centre distance; `select_main_person` alone reproduces the official per-frame choice.
+chosen box by overlap and centre distance; `select_main_person` alone reproduces the official per-frame choice. `choose_person` lets the user pick another
+person instead: the n-th by size or from left to right.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 SHAPE_RATIO = 0.4  # a box whose longer side is under 40% of the (current) largest side is ignored
+PERSON_ORDERS = ("main", "size", "left_to_right")
 
 
 def select_main_person(boxes: np.ndarray, shape_ratio: float = SHAPE_RATIO) -> int | None:
@@ -30,6 +32,30 @@ def select_main_person(boxes: np.ndarray, shape_ratio: float = SHAPE_RATIO) -> i
         if areas[i] > best_area and sides[i] >= reference_side * shape_ratio:
             best, best_area, reference_side = i, areas[i], sides[i]
     return best
+
+
+def check_person_choice(order: str, index: int) -> None:
+    if order not in PERSON_ORDERS:
+        raise ValueError(f"person_order is {order!r}; expected one of {PERSON_ORDERS}")
+    if index < 0 or (order == "main" and index != 0):
+        raise ValueError(f"person_index is {index}; expected 0 with person_order 'main' (the official choice), or "
+                         "0, 1, ... with 'size' (0 = largest) or 'left_to_right' (0 = leftmost)")
+
+
+def choose_person(boxes: np.ndarray, order: str = "main", index: int = 0) -> int | None:
+    """Index into `boxes` [N, >=4] of the person to follow: the official main person (order "main"), or the
+    index-th largest box ("size") or index-th from the left by box centre ("left_to_right"); None when there are
+    not that many boxes."""
+    check_person_choice(order, index)
+    if order == "main":
+        return select_main_person(boxes)
+    if len(boxes) <= index:
+        return None
+    if order == "size":
+        key = -(boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    else:
+        key = boxes[:, 0] + boxes[:, 2]
+    return int(np.argsort(key, kind="stable")[index])
 
 
 def box_iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -73,10 +99,12 @@ def _match(previous: np.ndarray, candidates: np.ndarray, min_iou: float, max_cen
 
 
 def track_main_person(detections: list[np.ndarray], min_iou: float = 0.1, max_centre_shift: float = 0.5,
-                      reacquire_after: int | None = 30, carry_over: bool = True) -> Track:
+                      reacquire_after: int | None = 30, carry_over: bool = True, order: str = "main",
+                      index: int = 0) -> Track:
     """Follow one person through per-frame detections (each [N, >=4] boxes, see `PersonDetector.detect`).
 
-    The person is chosen with the official rule in the first frame that has any detection. In a frame where no
+    The person is chosen (`choose_person` with `order` and `index`; default the official rule) in the first frame
+    where there is one to choose. In a frame where no
     detection continues the track, the last box is carried over (`carry_over`) or left missing (NaN; the pose
     model then sees the full frame, as the official code does). After `reacquire_after` frames without a match
     (None: never) the main person is chosen afresh.
@@ -87,11 +115,11 @@ def track_main_person(detections: list[np.ndarray], min_iou: float = 0.1, max_ce
     for t, candidates in enumerate(detections):
         candidates = _as_boxes(candidates)
         if current is None or (reacquire_after is not None and missed > reacquire_after):
-            index = select_main_person(candidates)
+            chosen = choose_person(candidates, order, index)
         else:
-            index = _match(current, candidates, min_iou, max_centre_shift)
-        if index is not None:
-            current, missed = candidates[index, :4], 0
+            chosen = _match(current, candidates, min_iou, max_centre_shift)
+        if chosen is not None:
+            current, missed = candidates[chosen, :4], 0
             boxes[t], found[t] = current, True
         else:
             missed += 1
