@@ -19,6 +19,9 @@ MODEL_FOLDERS = {  # loader node -> {widget: ComfyUI model folder}
     "WanAnimateSAM2Loader": {"checkpoint": "sam2"},
     "CLIPLoader": {"clip_name": "text_encoders"},
     "CLIPVisionLoader": {"clip_name": "clip_vision"},
+    "UNETLoader": {"unet_name": "diffusion_models"},
+    "DualCLIPLoader": {"clip_name1": "text_encoders", "clip_name2": "text_encoders"},
+    "VAELoader": {"vae_name": "vae"},
 }
 
 
@@ -53,7 +56,8 @@ def test_workflows_are_up_to_date():
 
 def test_every_ui_workflow_has_an_api_twin():
     assert {p.name for p in UI_FILES} == {p.name for p in API_FILES}
-    assert {"animate.json", "replace.json", "long_video.json", "low_vram.json"} <= {p.name for p in UI_FILES}
+    assert {"animate.json", "replace.json", "long_video.json", "low_vram.json", "tpose_retarget.json"} <= \
+        {p.name for p in UI_FILES}
 
 
 @pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.name)
