@@ -211,9 +211,10 @@ class WanAnimateMaskAdjust:
             "mask": ("MASK",),
             "grow": ("INT", {"default": 0, "min": -64, "max": 64, "tooltip": "pixels; negative shrinks"}),
             "blur": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 64.0, "step": 0.5}),
-        }, "optional": {**_MASK_SHAPE_INPUTS, "mask_iterations": (
-            "INT", {"default": 0, "min": 0, "max": 20, "tooltip": "official dilation + blockify first: dilation "
-                                                                  "iterations (0 = off; the official pipeline uses 3)"})}}
+        }, "optional": {**_MASK_SHAPE_INPUTS, "mask_iterations": ("INT", {
+            "default": 0, "min": 0, "max": 20,
+            "tooltip": "official dilation + blockify first: dilation iterations (0 = off; the official pipeline "
+                       "uses 3)"})}}
 
     RETURN_TYPES = ("IMAGE", "MASK")
     RETURN_NAMES = ("background_video", "mask")

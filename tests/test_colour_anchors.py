@@ -91,7 +91,8 @@ def test_lab_round_trip_and_known_values():
 
 @pytest.mark.parametrize("anchor,method,strength,mode,message", [
     ("last", "mean_std_rgb", 1.0, "animate", "colour_anchor"), ("first", "curves", 1.0, "animate", "colour_method"),
-    ("first", "histogram", 1.5, "animate", "colour_strength"), ("background", "histogram", 1.0, "animate", "Replacement"),
+    ("first", "histogram", 1.5, "animate", "colour_strength"),
+    ("background", "histogram", 1.0, "animate", "Replacement"),
 ])
 def test_bad_colour_settings_are_named(anchor, method, strength, mode, message):
     with pytest.raises(ValueError, match=message):

@@ -23,7 +23,8 @@ def models():
 def first_frames(inputs, count: int):
     """The job on the first `count` driving frames only (what an earlier session ran)."""
     fields = ("pose", "face", "background", "person_mask")
-    return dataclasses.replace(inputs, **{f: getattr(inputs, f)[:count] for f in fields if getattr(inputs, f) is not None})
+    kept = {f: getattr(inputs, f)[:count] for f in fields if getattr(inputs, f) is not None}
+    return dataclasses.replace(inputs, **kept)
 
 
 @pytest.mark.parametrize("mode,clip_len,refert,frames,split,colour", [

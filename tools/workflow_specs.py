@@ -195,8 +195,9 @@ WORKFLOWS = {
                         extra="Long videos: any length; the sampler cuts the video into 77-frame segments, each "
                               "guided by the last 5 frames of the previous one, corrects colour drift against "
                               "the first segment (the chart shows each segment's drift), and keeps finished "
-                              "segments in output/wan_animate_resume so a re-queued job resumes where it stopped. The prompt schedule gives each segment the prompt "
-                              "of its first frame (here: from frame 144 on, the person waves)."),
+                              "segments in output/wan_animate_resume so a re-queued job resumes where it stopped. "
+                              "The prompt schedule gives each segment the prompt of its first frame (here: from "
+                              "frame 144 on, the person waves)."),
     "tpose_retarget": graph("animate", tpose=True,
                             extra="T-pose retargeting: FLUX.1 Kontext edits the character and the driving video's "
                                   "first frame into a standard pose (the official edit prompts: arms down for a "

@@ -82,9 +82,9 @@ def prepare_inputs(
 ) -> PreparedInputs:
     """Character image [H, W, 3] and driving video [F, H, W, 3] (uint8 RGB) -> reference, pose and face frames
     (and, for Replacement, background and mask). `tpose_character` / `tpose_driving`: optional images of the
-    character and of the driving video's first frame edited into a T-pose (retargeting's bone lengths). `person_order` / `person_index`: which person to
-    follow (tracking.choose_person). `face_scale`: area factor of the face box (official 1.3); `steady_face`: one
-    face-box size for the whole clip (face_crop.steady_face_boxes)."""
+    character and of the driving video's first frame edited into a T-pose (retargeting's bone lengths).
+    `person_order` / `person_index`: which person to follow (tracking.choose_person). `face_scale`: area factor of
+    the face box (official 1.3); `steady_face`: one face-box size for the whole clip (face_crop.steady_face_boxes)."""
     if mode not in MODES:
         raise ValueError(f"mode is {mode!r}; expected one of {MODES}")
     if not face_scale > 0:

@@ -2,8 +2,8 @@
 
 The official pipeline re-chooses the largest person in every frame, so the pose can jump to another person when
 someone walks closer to the camera. `track_main_person` chooses once (with the official rule) and then follows the
-chosen box by overlap and centre distance; `select_main_person` alone reproduces the official per-frame choice. `choose_person` lets the user pick another
-person instead: the n-th by size or from left to right.
+chosen box by overlap and centre distance; `select_main_person` alone reproduces the official per-frame choice.
+`choose_person` lets the user pick another person instead: the n-th by size or from left to right.
 """
 from __future__ import annotations
 
