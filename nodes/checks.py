@@ -191,7 +191,8 @@ def fit_reference(reference: torch.Tensor, height: int, width: int) -> torch.Ten
 
 def check_against_model(inputs: AnimateInputs, config: WanAnimateConfig) -> None:
     """The job's embeddings and face crops against what the DiT reads (text / CLIP widths, face crop size)."""
-    for name, tokens in (("positive", inputs.context), ("negative", inputs.context_null)):
+    scheduled = [(f"positive (frame {start})", tokens) for start, tokens in inputs.prompt_schedule or ()]
+    for name, tokens in (("positive", inputs.context), ("negative", inputs.context_null), *scheduled):
         if tokens is None:
             continue
         if tokens.shape[-1] != config.text_dim:

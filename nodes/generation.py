@@ -1,6 +1,7 @@
 """Generation nodes: gather the job's inputs (embeds), then sample the whole video with long-video chaining."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import replace
 
@@ -9,6 +10,8 @@ import torch
 from wan_animate.distributed.engine import workers_for
 from wan_animate.loading.model_handle import DiTHandle
 from wan_animate.pipeline.conditioning import MODES
+from wan_animate.pipeline.colour_anchors import COLOUR_ANCHORS, COLOUR_METHODS
+from wan_animate.pipeline.drift_plot import drift_plot
 from wan_animate.pipeline.generate import AnimateInputs, GenerationSettings, generate, video_to_image
 from wan_animate.model.vae_coding import VAECoder
 from wan_animate.pipeline.resume import models_identity, module_fingerprint
@@ -21,7 +24,7 @@ from .checks import (absent_reason, check_against_model, check_frames, check_sam
                      conditioning_tokens, describe, fit_reference)
 from .comfy_compat import (free_memory, output_path, pinning_policy, preview_max_side, progress_callback,
                            throw_if_interrupted, torch_device, track_resident_model)
-from .types import EMBEDS, WAN_MODEL, WAN_VAE, Embeds
+from .types import EMBEDS, PROMPTS, WAN_MODEL, WAN_VAE, Embeds, PromptSchedule
 
 CATEGORY = "WanAnimate/generation"
 log = logging.getLogger(__name__)
@@ -35,7 +38,9 @@ class WanAnimateEmbeds:
         return {
             "required": {
                 "mode": (list(MODES), {"default": "animate"}),
-                "positive": ("CONDITIONING", {"tooltip": "CLIPTextEncode with the umT5 'wan' text encoder"}),
+                "positive": (f"CONDITIONING,{PROMPTS}", {"tooltip": "CLIPTextEncode with the umT5 'wan' text "
+                                                                    "encoder, or Prompt Schedule (a prompt per "
+                                                                    "segment)"}),
                 "clip_vision_output": ("CLIP_VISION_OUTPUT", {"tooltip": "CLIPVisionEncode of the reference "
                                                                          "(clip_vision_h, crop none)"}),
                 "reference": ("IMAGE", {"tooltip": "the character at the generation size"}),
@@ -67,11 +72,12 @@ class WanAnimateEmbeds:
             reference=fit_reference(reference, *pose_video.shape[1:3]),
             pose=pose_video[..., :3],
             face=face_video[..., :3],
-            context=conditioning_tokens(positive, "positive"),
+            context=_first_prompt(positive),
             clip_fea=clip_features(clip_vision_output),
             context_null=None if negative is None else conditioning_tokens(negative, "negative"),
             background=None if mode == "animate" else background_video[..., :3],
             person_mask=None if mode == "animate" else mask,
+            prompt_schedule=_prompt_schedule(positive),
         )
         return (Embeds(mode, inputs, absent_negative),)
 
@@ -100,10 +106,19 @@ class WanAnimateSampler:
                                                                    "the next"}),
             },
             "optional": {
-                "face_cfg": ("FLOAT", {"default": 1.0, "min": 1.0, "max": 20.0, "step": 0.1,
-                                       "tooltip": "extra guidance on the facial expression only (1 = off)"}),
+                "face_cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 20.0, "step": 0.1,
+                                       "tooltip": "extra guidance on the facial expression only (1 = off, "
+                                                  "< 1 weaker expression)"}),
                 "colour_correction": ("BOOLEAN", {"default": False,
-                                                  "tooltip": "match each segment's colours to the previous one"}),
+                                                  "tooltip": "correct each segment's colours against "
+                                                             "colour_anchor"}),
+                "colour_anchor": (list(COLOUR_ANCHORS), {"default": "previous", "tooltip": "what colours are "
+                                  "matched to: the previous segment (chained), the first segment, the reference "
+                                  "image, or (Replacement) the driving video outside the mask"}),
+                "colour_method": (list(COLOUR_METHODS), {"default": "mean_std_rgb", "tooltip": "mean and std per "
+                                  "channel in RGB or Lab, or histogram matching"}),
+                "colour_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                                              "tooltip": "0 = as generated, 1 = fully corrected"}),
                 "resume_dir": ("STRING", {"default": "", "tooltip": "folder inside output/ keeping finished "
                                                                     "segments; a re-run with the same inputs, "
                                                                     "settings and models resumes there"}),
@@ -111,16 +126,29 @@ class WanAnimateSampler:
                                               "tooltip": "step caching: skip model calls whose predicted output "
                                                          "change is below this fraction (0 = off; ~0.05 skips "
                                                          "some steps; quality not validated on real weights)"}),
+                "start_frames": ("IMAGE", {"tooltip": "continue an earlier result: its frames (at least the last "
+                                                      "guide_frames); frame_offset = how many it has"}),
+                "frame_offset": ("INT", {"default": 0, "min": 0, "max": 1_000_000,
+                                         "tooltip": "make the frames from this driving-video frame on (with "
+                                                    "start_frames: continue after them; without: start fresh "
+                                                    "there)"}),
+                **_branch_inputs("pose", "scale of the pose video's pull on the body (1 = official)"),
+                **_branch_inputs("face", "scale of the face adapter (1 = official; lower it when the face "
+                                         "drifts from the character)"),
             },
         }
 
-    RETURN_TYPES = ("IMAGE",)
-    RETURN_NAMES = ("frames",)
+    RETURN_TYPES = ("IMAGE", "IMAGE")
+    RETURN_NAMES = ("frames", "colour_drift")
+    OUTPUT_TOOLTIPS = ("the generated frames", "chart of each segment's colour drift before and after correction")
     FUNCTION = "sample"
     CATEGORY = CATEGORY
 
     def sample(self, model: DiTHandle, vae, embeds: Embeds, steps, shift, scheduler, seed, cfg, segment_length,
-               guide_frames, face_cfg=1.0, colour_correction=False, resume_dir="", cache_threshold=0.0):
+               guide_frames, face_cfg=1.0, colour_correction=False, colour_anchor="previous",
+               colour_method="mean_std_rgb", colour_strength=1.0, resume_dir="", cache_threshold=0.0,
+               start_frames=None, frame_offset=0, pose_strength=1.0, pose_start=0.0, pose_end=1.0, face_strength=1.0,
+               face_start=0.0, face_end=1.0):
         check_sampler_settings(embeds.inputs, cfg, segment_length, int(guide_frames), embeds.absent_negative)
         resume_folder = output_path(resume_dir, "resume_dir") if resume_dir else None
         settings = GenerationSettings(
@@ -129,6 +157,9 @@ class WanAnimateSampler:
             colour_correction=colour_correction, resume_dir=resume_folder,
             models=_models_identity(model, vae) if resume_folder else "",
             cache_threshold=cache_threshold,
+            colour_anchor=colour_anchor, colour_method=colour_method, colour_strength=colour_strength,
+            frame_offset=frame_offset, pose_strength=pose_strength, pose_start=pose_start, pose_end=pose_end,
+            face_strength=face_strength, face_start=face_start, face_end=face_end,
         )
         settings.validate()
         device = torch_device()
@@ -147,20 +178,57 @@ class WanAnimateSampler:
                 vae, workspace = _vae_that_fits(model, vae, device, tokens, (segment_length, height, width))
             session = model.activate(device, tokens, workspace, pinning_policy())
         check_against_model(embeds.inputs, config)
+        inputs = embeds.inputs if start_frames is None else dataclasses.replace(
+            embeds.inputs, start_frames=start_frames[..., :3])
         activations = estimate_activation_bytes(tokens, config.dim, config.ffn_dim)
         keep = None if model.options.gpus > 1 else model.model()
         free_memory(weight_bytes + max(activations, workspace), device, keep=keep)
         progress = _progress_bar(preview_max_side())
+        drift: list = []
         oom_settings = {"offload_blocks": model.options.offload, "weight_storage": model.options.storage,
                         "resolution": f"{width}x{height}", "segment_length": segment_length}
         try:
             with explain_oom("sampling", oom_settings), session as dit:
-                video = generate(dit, vae, embeds.inputs, settings, callback=progress,
-                                 interrupt=throw_if_interrupted, device=device)
+                video = generate(dit, vae, inputs, settings, callback=progress, interrupt=throw_if_interrupted,
+                                 device=device, colour_report=drift)
         finally:  # a model kept on the GPU (also after an error or a cancel) is listed so that ComfyUI may evict it
             if keep is not None:
                 track_resident_model(keep, device, module_bytes(keep))
-        return (video_to_image(video),)
+        return (video_to_image(video), _drift_chart(drift, settings))
+
+
+def _drift_chart(report: list, settings: GenerationSettings) -> torch.Tensor:
+    """The colour-drift chart as an IMAGE [1, H, W, 3]."""
+    title = (f"colour drift per segment (0-255 levels), anchor {settings.colour_anchor}, {settings.colour_method}, "
+             f"strength {settings.colour_strength:g}")
+    chart = drift_plot(report if settings.colour_correction else [], title)
+    return torch.from_numpy(chart.copy()).float().div(255)[None]
+
+
+def _first_prompt(positive) -> torch.Tensor:
+    """The prompt embeddings of a CONDITIONING, or those of a Prompt Schedule's frame 0."""
+    if isinstance(positive, PromptSchedule):
+        return positive.entries[0][1]
+    return conditioning_tokens(positive, "positive")
+
+
+def _prompt_schedule(positive) -> list[tuple[int, torch.Tensor]] | None:
+    """A Prompt Schedule with more than one prompt as the pipeline's prompt_schedule; else None (one prompt)."""
+    if isinstance(positive, PromptSchedule) and len(positive.entries) > 1:
+        return list(positive.entries)
+    return None
+
+
+def _branch_inputs(name: str, tooltip: str) -> dict:
+    """Optional `<name>_strength`, `<name>_start`, `<name>_end` inputs of one DiT branch (see strengths.py)."""
+    fraction = {"min": 0.0, "max": 1.0, "step": 0.01}
+    return {
+        f"{name}_strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 2.0, "step": 0.05, "tooltip": tooltip}),
+        f"{name}_start": ("FLOAT", {"default": 0.0, **fraction,
+                                    "tooltip": f"fraction of the steps where {name}_strength starts (before: off)"}),
+        f"{name}_end": ("FLOAT", {"default": 1.0, **fraction,
+                                  "tooltip": f"fraction of the steps where {name}_strength ends (after: off)"}),
+    }
 
 
 def _models_identity(model: DiTHandle, vae) -> str:

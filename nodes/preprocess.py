@@ -5,8 +5,8 @@ import numpy as np
 
 from wan_animate.preprocess.audio import trim_waveform
 from wan_animate.preprocess.extract import extract_poses
-from wan_animate.preprocess.face_crop import crop_faces, detect_face_boxes
-from wan_animate.preprocess.masks import blur_mask, grow_mask, parse_user_points
+from wan_animate.preprocess.face_crop import FACE_SCALE, crop_faces, detect_face_boxes, steady_face_boxes
+from wan_animate.preprocess.masks import blur_mask, grow_mask, official_mask_postprocess, parse_user_points
 from wan_animate.preprocess.prepare import MASK_METHODS, MODES, MaskSettings, prepare_inputs
 from wan_animate.preprocess.render import render_animate_poses, render_replace_poses
 from wan_animate.preprocess.resolution import MAX_SIDE
@@ -34,6 +34,23 @@ def _with_previews(result: tuple, **kinds: np.ndarray) -> dict:
             previews.append({"kind": kind, "start": len(images), "count": len(saved)})
             images += saved
     return {"ui": {"images": images, "wan_animate_previews": previews}, "result": result}
+
+
+_MASK_SHAPE_INPUTS = {
+    "mask_iterations": ("INT", {"default": 3, "min": 0, "max": 20, "tooltip": "Replacement mask: official "
+                                "dilation iterations (0 = the mask as found, no dilation or blockify)"}),
+    "mask_kernel": ("INT", {"default": 7, "min": 1, "max": 63, "tooltip": "side of the square dilation kernel "
+                            "(official 7)"}),
+    "mask_block_w": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "blockify: columns of the grid over "
+                             "the person's box (1 = the whole box, official; more follows the body's shape)"}),
+    "mask_block_h": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "blockify: rows of the grid"}),
+}
+_FACE_BOX_INPUTS = {
+    "face_scale": ("FLOAT", {"default": FACE_SCALE, "min": 0.5, "max": 4.0, "step": 0.05, "tooltip": "face box "
+                             "area factor around the face points (official 1.3; larger shows more head)"}),
+    "steady_face": ("BOOLEAN", {"default": False, "tooltip": "one face box size for the whole clip (stops the "
+                                "crops zooming in and out)"}),
+}
 
 
 class WanAnimatePreprocess:
@@ -83,6 +100,8 @@ class WanAnimatePreprocess:
                                                                 "person, right click = not the person), added to "
                                                                 "SAM2's prompts; JSON {\"positive\": [[x, y]], "
                                                                 "\"negative\": [[x, y]]}, x, y in 0..1"}),
+                **_MASK_SHAPE_INPUTS,
+                **_FACE_BOX_INPUTS,
             },
         }
 
@@ -94,7 +113,9 @@ class WanAnimatePreprocess:
 
     def preprocess(self, pose_models: PoseModels, character_image, driving_video, mode, width, height, retarget,
                    smoothing, mask_method, mask_grow, mask_blur, sam2=None, tpose_character=None,
-                   tpose_driving=None, fps=30.0, video_fps=0.0, audio=None, person="largest", points=""):
+                   tpose_driving=None, fps=30.0, video_fps=0.0, audio=None, person="largest", points="",
+                   mask_iterations=3, mask_kernel=7, mask_block_w=1, mask_block_h=1, face_scale=FACE_SCALE,
+                   steady_face=False):
         person_choice = parse_person_choice(person)
         user_points = parse_user_points(points)
         source_frames = len(driving_video)
@@ -102,7 +123,8 @@ class WanAnimatePreprocess:
         if indices != list(range(len(driving_video))):
             driving_video = driving_video[indices]  # [F', H, W, C], frames picked by timestamp
         video = image_to_u8(driving_video, "driving_video")
-        mask_settings = MaskSettings(method=mask_method, grow=mask_grow, blur=mask_blur,
+        mask_settings = MaskSettings(method=mask_method, grow=mask_grow, blur=mask_blur, iterations=mask_iterations,
+                                     kernel=mask_kernel, w_len=mask_block_w, h_len=mask_block_h,
                                      sam2_checkpoint=sam2.path if sam2 else None,
                                      sam2_device=sam2.device if sam2 else "cuda", points=user_points)
         progress = progress_callback(2 * len(video))
@@ -114,6 +136,7 @@ class WanAnimatePreprocess:
                                                                                   "tpose_character")[0],
                 tpose_driving=None if tpose_driving is None else image_to_u8(tpose_driving, "tpose_driving")[0],
                 mask=mask_settings, progress=lambda done, total: progress(done), person=person_choice,
+                face_scale=face_scale, steady_face=steady_face,
             )
         finally:
             pose_models.release()
@@ -172,20 +195,21 @@ class WanAnimateFaceCrops:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"images": ("IMAGE",), "poses": (POSES,)}}
+        return {"required": {"images": ("IMAGE",), "poses": (POSES,)}, "optional": dict(_FACE_BOX_INPUTS)}
 
     RETURN_TYPES = ("IMAGE", "STRING")
     RETURN_NAMES = ("face_video", "report")
     FUNCTION = "crop"
     CATEGORY = CATEGORY
 
-    def crop(self, images, poses):
+    def crop(self, images, poses, face_scale=FACE_SCALE, steady_face=False):
         frames = image_to_u8(images, "images")
         if frames.shape[1:3] != tuple(poses.frame_size) or len(frames) != len(poses):
             raise ValueError(f"images are {len(frames)} frames of {frames.shape[1:3]}; the poses were found in "
                              f"{len(poses)} frames of {tuple(poses.frame_size)}: connect the same video")
-        boxes = detect_face_boxes(poses.keypoints, poses.frame_size).require_faces("images")
-        faces = crop_faces(frames, boxes.boxes)
+        boxes = detect_face_boxes(poses.keypoints, poses.frame_size, face_scale).require_faces("images")
+        chosen = steady_face_boxes(boxes.boxes, poses.frame_size) if steady_face else boxes.boxes
+        faces = crop_faces(frames, chosen)
         report = f"{boxes.missing_count} of {len(frames)} frames had no face (nearest face box reused)"
         return _with_previews((u8_to_image(faces), report), face=faces)
 
@@ -224,19 +248,26 @@ class WanAnimateMaskAdjust:
             "mask": ("MASK",),
             "grow": ("INT", {"default": 0, "min": -64, "max": 64, "tooltip": "pixels; negative shrinks"}),
             "blur": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 64.0, "step": 0.5}),
-        }}
+        }, "optional": {**_MASK_SHAPE_INPUTS, "mask_iterations": ("INT", {
+            "default": 0, "min": 0, "max": 20,
+            "tooltip": "official dilation + blockify first: dilation iterations (0 = off; the official pipeline "
+                       "uses 3)"})}}
 
     RETURN_TYPES = ("IMAGE", "MASK")
     RETURN_NAMES = ("background_video", "mask")
     FUNCTION = "adjust"
     CATEGORY = CATEGORY
 
-    def adjust(self, images, mask, grow, blur):
+    def adjust(self, images, mask, grow, blur, mask_iterations=0, mask_kernel=7, mask_block_w=1, mask_block_h=1):
         if mask.ndim == 2:
             mask = mask[None]
         if tuple(mask.shape) != tuple(images.shape[:3]):
             raise ValueError(f"mask is {tuple(mask.shape)}; expected {tuple(images.shape[:3])} to match the images")
-        adjusted = blur_mask(grow_mask(mask.float().cpu().numpy(), grow), blur)
+        masks = mask.float().cpu().numpy()
+        if mask_iterations > 0:
+            masks = official_mask_postprocess(masks > 0.5, mask_iterations, mask_kernel, mask_block_w,
+                                              mask_block_h).astype(np.float32)
+        adjusted = blur_mask(grow_mask(masks, grow), blur)
         soft = mask_to_tensor(adjusted)
         background = images[..., :3] * (1 - soft[..., None])
         return _with_previews((background, soft), mask=mask_to_u8(adjusted))

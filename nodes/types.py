@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from wan_animate.pipeline.generate import AnimateInputs
 from wan_animate.preprocess.detector import PersonDetector
 from wan_animate.preprocess.pose_model import WholeBodyPoseModel
@@ -13,6 +15,7 @@ POSE_MODELS = "WANANIMATE_POSE_MODELS"
 POSES = "WANANIMATE_POSES"
 SAM2 = "WANANIMATE_SAM2"
 EMBEDS = "WANANIMATE_EMBEDS"
+PROMPTS = "WANANIMATE_PROMPTS"
 
 
 @dataclass(frozen=True)
@@ -40,3 +43,10 @@ class Embeds:
     mode: str
     inputs: AnimateInputs
     absent_negative: str | None = None
+
+
+@dataclass(frozen=True)
+class PromptSchedule:
+    """Encoded prompts per segment: (first driving frame, umT5 embeddings [L, 4096]), ascending from frame 0."""
+
+    entries: tuple[tuple[int, torch.Tensor], ...]

@@ -12,7 +12,10 @@ def _type_ok(spec) -> bool:
     kind = spec[0]
     if isinstance(kind, list):
         return all(isinstance(v, str) for v in kind)
-    return isinstance(kind, str) and (kind in VALID_TYPES or kind.startswith(OUR_PREFIX))
+    if not isinstance(kind, str):
+        return False
+    # a union "A,B" (ComfyUI's validate_node_input accepts any of its members)
+    return all(part in VALID_TYPES or part.startswith(OUR_PREFIX) for part in kind.split(","))
 
 
 def test_pack_exports(pack):

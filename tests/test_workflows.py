@@ -144,7 +144,7 @@ def test_ui_workflow_graph_is_valid(path, pack):
         assert target_input["link"] == link_id
         specs = {name: spec for name, spec, _ in node_spec(pack, nodes[target]["type"])[0]}
         expected = specs[target_input["name"]][0]
-        assert expected == kind or (expected == "*"), \
+        assert kind in expected.split(",") or (expected == "*"), \
             f"{path.name} link {link_id}: {nodes[target]['type']}.{target_input['name']} takes {expected}, gets {kind}"
     for node in nodes.values():
         if node["type"] in CORE["frontend_only"]:
@@ -174,7 +174,7 @@ def test_api_workflow_is_valid(path, pack):
             if isinstance(value, list):
                 source = workflow[value[0]]
                 _, outputs = node_spec(pack, source["class_type"])
-                assert outputs[value[1]] == spec[0] or is_widget(spec), f"{path.name} node {node_id}.{name}"
+                assert outputs[value[1]] in spec[0].split(",") or is_widget(spec), f"{path.name} node {node_id}.{name}"
             else:
                 check_value(f"{path.name} node {node_id}", node["class_type"], name, spec, value)
         for name, (spec, required) in specs.items():

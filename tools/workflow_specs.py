@@ -71,8 +71,13 @@ def note(keys: list[str], extra: str) -> str:
 
 def graph(mode: str, dit: str = "bf16", loras: tuple[tuple[str, float], ...] = (), offload: str = "auto",
           storage: str = "default", steps: int = 20, segment: int = 77, guide: str = "1",
-          colour: bool = False, resume: str = "", tiled_vae: bool = False, extra: str = "") -> list[Node]:
-    """One complete graph: models, text/CLIP encoders, preprocessing, embeds, sampler, video out."""
+          colour: bool = False, resume: str = "", tiled_vae: bool = False, extra: str = "",
+          prompts: str | None = None, sampler: dict | None = None) -> list[Node]:
+    """One complete graph: models, text/CLIP encoders, preprocessing, embeds, sampler, video out.
+
+    prompts: `<frame>: <prompt>` lines for a Prompt Schedule in place of the single prompt.
+    sampler: further Sampler widgets (its optional controls).
+    """
     nodes = [
         Node(1, "WanAnimateModelLoader", (0, 0), {"model_name": MODELS[dit][0], "compute_dtype": "bf16",
                                                   "weight_storage": storage, "attention": "sdpa",
@@ -83,7 +88,9 @@ def graph(mode: str, dit: str = "bf16", loras: tuple[tuple[str, float], ...] = (
              models=(model("vae"),)),
         Node(3, "CLIPLoader", (0, 520), {"clip_name": MODELS["t5"][0], "type": "wan", "device": "default"},
              models=(model("t5"),)),
-        Node(4, "CLIPTextEncode", (380, 520), {"text": PROMPT}, {"clip": (3, 0)}, title="Prompt"),
+        Node(4, "CLIPTextEncode", (380, 520), {"text": PROMPT}, {"clip": (3, 0)}, title="Prompt") if prompts is None
+        else Node(4, "WanAnimatePromptSchedule", (380, 520), {"prompts": prompts}, {"clip": (3, 0)},
+                  title="Prompt per segment"),
         Node(5, "CLIPTextEncode", (380, 720), {"text": NEGATIVE}, {"clip": (3, 0)}, title="Negative prompt"),
         Node(6, "CLIPVisionLoader", (0, 690), {"clip_name": MODELS["clip_vision"][0]},
              models=(model("clip_vision"),)),
@@ -115,12 +122,14 @@ def graph(mode: str, dit: str = "bf16", loras: tuple[tuple[str, float], ...] = (
         Node(14, "WanAnimateSampler", (1520, 300),
              {"steps": steps, "shift": 5.0, "scheduler": "dpm++", "seed": 42, "cfg": 1.0, "segment_length": segment,
               "guide_frames": guide, "face_cfg": 1.0, "colour_correction": colour, "resume_dir": resume,
-              "cache_threshold": 0.0},
+              "cache_threshold": 0.0, **(sampler or {})},
              {"model": model_source, "vae": (2, 0), "embeds": (13, 0)}),
         Node(15, "CreateVideo", (1900, 300), {"fps": 30.0}, {"images": (14, 0), "fps": (11, 7), "audio": (11, 8)}),
         Node(16, "SaveVideo", (1900, 460), {"filename_prefix": f"wan_animate/{mode}", "format": "auto",
                                             "codec": "auto"}, {"video": (15, 0)}),
     ]
+    if colour:
+        nodes.append(Node(17, "PreviewImage", (1900, 700), links={"images": (14, 1)}, title="Colour drift"))
     keys = [dit, "vae", "t5", "clip_vision", "detector", "pose", *(k for k, _ in loras)]
     nodes.append(Node(30, "MarkdownNote", (760, 0), {"text": note(keys, extra)}, title="Read me"))
     return nodes
@@ -213,10 +222,14 @@ WORKFLOWS = {
                            "light. For a tighter mask use SAM2 (install it as the README says, keeping your torch; "
                            "models/sam2/sam2_hiera_large.pt)."),
     "long_video": graph("animate", guide="5", colour=True, resume="wan_animate_resume",
+                        prompts=f"0: {PROMPT}\n144: 视频中的人在挥手",
+                        sampler={"colour_anchor": "first", "colour_method": "mean_std_lab"},
                         extra="Long videos: any length; the sampler cuts the video into 77-frame segments, each "
-                              "guided by the last 5 frames of the previous one, corrects colour drift between "
-                              "segments, and keeps finished segments in output/wan_animate_resume so a re-queued "
-                              "job resumes where it stopped."),
+                              "guided by the last 5 frames of the previous one, corrects colour drift against "
+                              "the first segment (the chart shows each segment's drift), and keeps finished "
+                              "segments in output/wan_animate_resume so a re-queued job resumes where it stopped. "
+                              "The prompt schedule gives each segment the prompt of its first frame (here: from "
+                              "frame 144 on, the person waves)."),
     "low_vram": graph("animate", dit="fp8", loras=(("lightx2v", 1.0),), offload="30", steps=6, tiled_vae=True,
                       extra="Low VRAM: scaled-fp8 weights (half of bf16), 30 of 40 blocks streamed from host memory "
                             "while the GPU computes, a tiled VAE, and the step-distillation LoRA for 6 steps without CFG. Lower "

@@ -231,7 +231,11 @@ class WorkerDiT:
         motion_vec = self.workers._request(0, ("face", face_pixels.detach().cpu()), "face")
         return motion_vec.to(self.device)
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *inputs: torch.Tensor, pose_strength: float = 1.0, face_strength: float = 1.0) -> torch.Tensor:
+        if pose_strength != 1 or face_strength != 1:
+            raise ValueError(f"pose_strength {pose_strength:g} / face_strength {face_strength:g}: strengths other "
+                             "than 1 run on one GPU only for now; set the Model Loader's gpus to 1 or the strengths "
+                             "to 1")
         message = {}
         for name, value in zip(STEP_INPUTS, inputs, strict=True):
             if self._last.get(name) is value:

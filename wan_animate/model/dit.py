@@ -70,7 +70,7 @@ class WanAnimateConfig:
 class StepInputs:
     """The embedded inputs of one forward: video tokens [1, L, dim] (frame-major over `grid` = (T, h', w')), time
     embedding [1, dim] and modulation [1, 6, dim], CLIP and text context tokens, RoPE cos/sin [L, 1, head_dim / 2] and
-    motion_vec [1, T, heads + 1, dim]."""
+    motion_vec [1, T, heads + 1, dim] (None: no face input, the face adapter is left out)."""
 
     tokens: torch.Tensor
     grid: tuple[int, int, int]
@@ -79,7 +79,7 @@ class StepInputs:
     context_img: torch.Tensor
     context_text: torch.Tensor
     rope: tuple[torch.Tensor, torch.Tensor]
-    motion_vec: torch.Tensor
+    motion_vec: torch.Tensor | None
 
 
 def sinusoidal_embedding(dim: int, t: torch.Tensor) -> torch.Tensor:
@@ -157,22 +157,28 @@ class WanAnimateDiT(nn.Module):
         context: torch.Tensor,
         clip_fea: torch.Tensor,
         y: torch.Tensor,
-        pose_latents: torch.Tensor,
-        motion_vec: torch.Tensor,
+        pose_latents: torch.Tensor | None,
+        motion_vec: torch.Tensor | None,
+        pose_strength: float = 1.0,
+        face_strength: float = 1.0,
     ) -> torch.Tensor:
         """One prediction (flow velocity) for one video.
 
         x [16, T, h, w] noisy latents, t [1] timestep (0..1000), context [L <= text_len, text_dim] text embeddings,
         clip_fea [1, 257, clip_dim], y [in_dim - 16, T, h, w] mask + condition, pose_latents [16, T - 1, h, w],
         motion_vec [1, T, heads + 1, dim] from `encode_face`. Returns [out_dim, T, h, w] float32.
+        pose_strength scales the embedded pose added to the tokens, face_strength the face adapter's residuals
+        (1: the official model; 0, like passing None, leaves that branch out).
         """
-        step = self.prepare(x, t, context, clip_fea, y, pose_latents, motion_vec)
+        step = self.prepare(x, t, context, clip_fea, y, pose_latents, motion_vec, pose_strength)
+        use_face = step.motion_vec is not None and face_strength != 0
         tokens = step.tokens
         interval = self.config.face_block_interval
         for index, block in enumerate(self.blocks):
             tokens = block(tokens, step.time_mod, step.context_img, step.context_text, step.rope)
-            if index % interval == 0:
-                tokens = tokens + self.face_adapter.fuser_blocks[index // interval](tokens, step.motion_vec).float()
+            if use_face and index % interval == 0:
+                residual = self.face_adapter.fuser_blocks[index // interval](tokens, step.motion_vec).float()
+                tokens = tokens + (residual if face_strength == 1 else residual * face_strength)
 
         return self.unpatchify(self.head(tokens, step.time_emb)[0], step.grid)
 
@@ -183,17 +189,22 @@ class WanAnimateDiT(nn.Module):
         context: torch.Tensor,
         clip_fea: torch.Tensor,
         y: torch.Tensor,
-        pose_latents: torch.Tensor,
-        motion_vec: torch.Tensor,
+        pose_latents: torch.Tensor | None,
+        motion_vec: torch.Tensor | None,
+        pose_strength: float = 1.0,
     ) -> "StepInputs":
-        """Check the inputs of `forward` and embed them: everything the transformer blocks take."""
+        """Check the inputs of `forward` and embed them: everything the transformer blocks take (the pose tokens
+        scaled by `pose_strength`; motion_vec None when no face input is given)."""
         self._check_inputs(x, t, context, clip_fea, y, pose_latents, motion_vec)
         dtype, device = self.compute_dtype, self.device
 
         video = torch.cat([x, y]).to(device=device, dtype=dtype)[None]  # [1, in_dim, T, h, w]
         tokens = self.patch_embedding(video)  # [1, dim, T, h', w']
-        pose = self.pose_patch_embedding(pose_latents.to(device=device, dtype=dtype)[None])
-        tokens = torch.cat([tokens[:, :, :1], tokens[:, :, 1:] + pose], dim=2)
+        if pose_latents is not None and pose_strength != 0:
+            pose = self.pose_patch_embedding(pose_latents.to(device=device, dtype=dtype)[None])
+            if pose_strength != 1:
+                pose = pose * pose_strength
+            tokens = torch.cat([tokens[:, :, :1], tokens[:, :, 1:] + pose], dim=2)
         grid = tuple(tokens.shape[2:])
         tokens = tokens.flatten(2).transpose(1, 2)  # [1, L, dim]
 
@@ -206,7 +217,7 @@ class WanAnimateDiT(nn.Module):
             context_img=self.img_emb(clip_fea.to(device), dtype),  # [1, 257, dim]
             context_text=self._text_context(context.to(device), dtype),  # [1, text_len, dim]
             rope=rope_cos_sin(self.config.head_dim, grid, device),
-            motion_vec=motion_vec.to(device=device, dtype=dtype),
+            motion_vec=None if motion_vec is None else motion_vec.to(device=device, dtype=dtype),
         )
 
     def _time_embedding(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -245,10 +256,10 @@ class WanAnimateDiT(nn.Module):
         if frames % pt or height % ph or width % pw:
             raise ValueError(f"latent size {(frames, height, width)} is not divisible by the patch size {c.patch_size}")
         expected_pose = (c.pose_dim, frames - 1, height, width)
-        if tuple(pose_latents.shape) != expected_pose:
+        if pose_latents is not None and tuple(pose_latents.shape) != expected_pose:
             raise ValueError(f"pose_latents must be {expected_pose}; got {tuple(pose_latents.shape)}")
         expected_motion = (1, frames // pt, c.face_heads + 1, c.dim)
-        if tuple(motion_vec.shape) != expected_motion:
+        if motion_vec is not None and tuple(motion_vec.shape) != expected_motion:
             raise ValueError(
                 f"motion_vec must be {expected_motion} (one slot per latent frame); got {tuple(motion_vec.shape)}"
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+import dataclasses
 from dataclasses import asdict, dataclass
 from typing import Protocol, Union
 
@@ -17,10 +18,14 @@ import torch
 from ..sampling.loop import denoise
 from ..sampling.schedulers import SCHEDULERS, make_scheduler
 from ..sampling.step_cache import StepCache
-from .color import colour_drift, match_colour
+from .color import colour_drift
+from .colour_anchors import ColourAnchor, SegmentDrift, check_colour_settings
+from .continuation import continuation_begin, driving_from, first_segment_number, guide_from_start_frames
 from .conditioning import MODES, VideoVAE, pose_latents, reference_condition, segment_condition
 from .resume import SegmentStore, job_key
+from .prompts import context_at
 from .segments import Segment, check_segment_settings, latent_frames, plan_segments
+from .strengths import check_branch, step_index, strength_at
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,10 @@ class AnimateInputs:
     face [F, 512, 512, 3]: face crops. background [F, H, W, 3] and person_mask [F, H, W] (1 = the person to replace):
     Replacement only. context [L, 4096] / context_null [L', 4096]: umT5 embeddings of the prompt / negative prompt
     (context_null is needed when guide_scale > 1). clip_fea [1, 257, 1280]: CLIP features of the reference.
+    prompt_schedule: optional prompts per segment, [(first driving frame, context [L, 4096])] ascending from frame 0;
+    each segment then uses the one active at its first frame instead of `context` (see prompts.py).
+    start_frames [n, H, W, 3]: an earlier result to continue from (with GenerationSettings.frame_offset; see
+    continuation.py).
     """
 
     reference: torch.Tensor
@@ -65,6 +74,8 @@ class AnimateInputs:
     context_null: torch.Tensor | None = None
     background: torch.Tensor | None = None
     person_mask: torch.Tensor | None = None
+    prompt_schedule: list[tuple[int, torch.Tensor]] | None = None
+    start_frames: torch.Tensor | None = None
 
 
 @dataclass
@@ -74,11 +85,15 @@ class GenerationSettings:
     guide_scale > 1: classifier-free guidance whose unconditional pass uses context_null and an all-black face
     (the official behaviour; <= 1 runs the conditional pass only). face_guide_scale != 1: an extra pass with the
     prompt but a black face, adding (face_guide_scale - 1) * (cond - cond_without_face) (not in the official code).
-    colour_correction: match each segment's colour to the previous one in the guidance frames (see color.py).
+    colour_correction: correct each segment's colour against colour_anchor with colour_method and colour_strength
+    (default: match it to the previous segment in the guidance frames; see colour_anchors.py).
     resume_dir: folder where finished segments are kept so that a re-run continues (see resume.py).
     models: identity of the DiT file, its storage, LoRAs and the VAE (`resume.models_identity`), part of the resume key.
     cache_threshold > 0: step caching (sampling/step_cache.py) per guidance branch and segment; model calls whose
     predicted relative output change stays below it are skipped (0 = off, every call computed).
+    frame_offset: make the frames from this driving frame on (a continuation; see continuation.py).
+    pose_strength / face_strength (0..2, 1 = official): scale of the pose latents' tokens / the face adapter's
+    residuals, applied in the steps between the fractions *_start and *_end (outside: left out; see strengths.py).
     """
 
     mode: str = "animate"
@@ -94,6 +109,16 @@ class GenerationSettings:
     resume_dir: str | None = None
     models: str = ""
     cache_threshold: float = 0.0
+    frame_offset: int = 0
+    colour_anchor: str = "previous"
+    colour_method: str = "mean_std_rgb"
+    colour_strength: float = 1.0
+    pose_strength: float = 1.0
+    pose_start: float = 0.0
+    pose_end: float = 1.0
+    face_strength: float = 1.0
+    face_start: float = 0.0
+    face_end: float = 1.0
 
     def validate(self) -> None:
         if self.mode not in MODES:
@@ -105,6 +130,17 @@ class GenerationSettings:
             raise ValueError(f"steps is {self.steps}; expected at least 1")
         if not self.cache_threshold >= 0:
             raise ValueError(f"cache_threshold is {self.cache_threshold}; expected 0 (off) or a positive fraction")
+        if self.face_guide_scale < 0:
+            raise ValueError(f"face_guide_scale is {self.face_guide_scale}; expected 0 or more (1 = off)")
+        check_colour_settings(self.colour_anchor, self.colour_method, self.colour_strength, self.mode)
+        check_branch("pose", self.pose_strength, self.pose_start, self.pose_end)
+        check_branch("face", self.face_strength, self.face_start, self.face_end)
+
+    def branch_strengths(self, step: int) -> tuple[float, float]:
+        """(pose, face) strength at denoising step `step`."""
+        s = self
+        return (strength_at(s.pose_strength, s.pose_start, s.pose_end, step, s.steps),
+                strength_at(s.face_strength, s.face_start, s.face_end, step, s.steps))
 
 
 def to_unit_range(pixels: torch.Tensor) -> torch.Tensor:
@@ -158,6 +194,10 @@ def check_inputs(inputs: AnimateInputs, settings: GenerationSettings) -> None:
             raise ValueError(
                 f"person_mask has shape {tuple(inputs.person_mask.shape)}; expected {(count, height, width)}"
             )
+    if inputs.prompt_schedule:
+        frames_at = [start for start, _ in inputs.prompt_schedule]
+        if frames_at[0] != 0 or frames_at != sorted(set(frames_at)):
+            raise ValueError(f"prompt_schedule starts at frames {frames_at}; expected distinct ascending frames from 0")
     if settings.guide_scale > 1 and inputs.context_null is None:
         raise ValueError(f"guide_scale is {settings.guide_scale} (> 1) but context_null (negative prompt) is missing")
 
@@ -207,7 +247,9 @@ def _open_store(
     job = {k: v for k, v in asdict(settings).items() if k != "resume_dir"}
     if not settings.cache_threshold:
         del job["cache_threshold"]  # off: the key of jobs stored before the option existed
-    tensors = [(name, value) for name, value in vars(inputs).items()]
+    tensors = [(name, value) for name, value in vars(inputs).items() if name != "prompt_schedule"]
+    for start, context in inputs.prompt_schedule or ():
+        tensors.append((f"prompt_from_{start}", context))
     if isinstance(noise, Sequence):
         tensors += [(f"noise_{k}", n) for k, n in enumerate(noise)]
     job["noise"] = "callable" if callable(noise) else ("given" if noise is not None else "seeded")
@@ -227,10 +269,14 @@ class _SegmentModel:
         face: torch.Tensor,
         device: torch.device,
         black_face_cache: dict,
+        timesteps: torch.Tensor,
+        context: torch.Tensor,
     ):
         self.dit = dit
         self.settings = settings
-        self.context = inputs.context.to(device)
+        self.timesteps = timesteps
+        self.strengths = (1.0, 1.0)
+        self.context = context.to(device)
         self.context_null = None if inputs.context_null is None else inputs.context_null.to(device)
         self.clip_fea = inputs.clip_fea.to(device)
         self.y = y
@@ -251,7 +297,11 @@ class _SegmentModel:
     def _run(self, branch: str, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
              motion: torch.Tensor) -> torch.Tensor:
         def compute() -> torch.Tensor:
-            return self.dit(x, t, context, self.clip_fea, self.y, self.pose, motion).float()
+            if self.strengths == (1.0, 1.0):  # the official model: called exactly as without the controls
+                return self.dit(x, t, context, self.clip_fea, self.y, self.pose, motion).float()
+            pose_strength, face_strength = self.strengths
+            return self.dit(x, t, context, self.clip_fea, self.y, self.pose, motion, pose_strength=pose_strength,
+                            face_strength=face_strength).float()
 
         return self.caches[branch](x, compute) if self.caches else compute()
 
@@ -260,6 +310,7 @@ class _SegmentModel:
         return sum(c.reused for c in self.caches.values()), sum(c.calls for c in self.caches.values())
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.strengths = self.settings.branch_strengths(step_index(self.timesteps, t))
         cond = self._run("cond", x, t, self.context, self.motion)
         velocity = cond
         if self.settings.guide_scale > 1:
@@ -308,17 +359,20 @@ def generate(
     interrupt: Callable[[], None] | None = None,
     trace: dict | None = None,
     device: torch.device | str | None = None,
+    colour_report: list[SegmentDrift] | None = None,
 ) -> torch.Tensor:
-    """Generate the video: [3, F, H, W] in [-1, 1], F = the number of pose frames.
+    """Generate the video: [3, F, H, W] in [-1, 1], F = the number of pose frames (minus settings.frame_offset).
 
     noise: initial latents per segment, [16, T, H/8, W/8] with T = (clip_len - 1) / 4 + 2: a list indexed by segment
     or a callable (segment index, shape) -> tensor; None draws them in order from torch.Generator().manual_seed(seed).
+    In a continuation (frame_offset > 0) segment indices count from the whole job's (continuation.py).
     callback(step, total, x0_preview): after every denoising step; step counts 1..total over all segments.
     interrupt(): called before every model step; it stops the job by raising.
     trace: when given, filled with `timesteps` and per segment k `y_k`, `pose_latents_k`, `latent_k` (the decoded
     latents without the reference slot), `decoded_k`, and for k > 0 `guide_k` and `colour_drift_k` (before any
     correction); recording never changes the result.
     device: where the DiT runs (default: its `device` attribute, else the device of its first parameter).
+    colour_report: when given and colour correction is on, extended with each corrected segment's drift.
     With settings.resume_dir, finished segments are reused when inputs, settings and a given noise list match; a
     noise callable is not part of that match (the same callable is assumed).
     """
@@ -327,8 +381,16 @@ def generate(
     device = torch.device(device) if device is not None else _module_device(dit)
     height, width = inputs.reference.shape[:2]
     lat_h, lat_w = height // SPATIAL_STRIDE, width // SPATIAL_STRIDE
-    frames = inputs.pose.shape[0]
+    guided = inputs.start_frames is not None
+    begin = continuation_begin(settings.frame_offset, settings.refert_num, guided, inputs.pose.shape[0])
+    driving = driving_from(inputs, begin)
+    frames = driving.pose.shape[0]
     plan = plan_segments(frames, settings.clip_len, settings.refert_num)
+    tail: torch.Tensor | None = None
+    if guided:  # the first segment is guided by the earlier result, like a later segment of a whole job
+        tail = guide_from_start_frames(inputs.start_frames, settings.refert_num, height, width)
+        plan[0] = dataclasses.replace(plan[0], guide_frames=settings.refert_num)
+    first_number = first_segment_number(begin, settings.clip_len, settings.refert_num)
     noise_for = _Noise(noise, settings.seed, (LATENT_CHANNELS, latent_frames(settings.clip_len) + 1, lat_h, lat_w))
     store = _open_store(inputs, settings, noise)
     total_steps = settings.steps * len(plan)
@@ -336,34 +398,58 @@ def generate(
 
     y_reference = None
     black_face_cache: dict = {}
-    video = torch.empty(3, frames, height, width)  # filled segment by segment; padding frames are never stored
+    video = torch.empty(3, frames - plan[0].guide_frames, height, width)  # filled segment by segment; no padding
     filled = 0
-    tail: torch.Tensor | None = None
     finished = store.finished_count() if store is not None else 0
+    colour = _colour_anchor(settings, inputs)
+    if colour is not None and guided:
+        colour.remember_first(to_unit_range(inputs.start_frames).permute(3, 0, 1, 2))
     for segment in plan:
         if segment.index < finished:
             kept, tail = store.load(segment.index)
+            if colour is not None:
+                colour.remember_first(kept)
             filled = _append_frames(video, filled, kept)
             continue
         if y_reference is None:
             y_reference = reference_condition(vae, to_unit_range(inputs.reference).permute(2, 0, 1), device)
         decoded = _generate_segment(
-            dit, vae, inputs, settings, segment, y_reference, tail, noise_for(segment.index), device,
+            dit, vae, driving, settings, segment, y_reference, tail, noise_for(first_number + segment.index), device,
             _segment_progress(callback, segment.index, settings.steps, total_steps), interrupt, trace,
-            black_face_cache,
+            black_face_cache, begin,
         )
         if tail is not None:
             head = decoded[:, : segment.guide_frames]
             _record(trace, f"colour_drift_{segment.index}", colour_drift(tail, head))
-            if settings.colour_correction:
-                decoded = match_colour(decoded, head, tail)
+        if colour is not None:
+            decoded = colour.correct(segment.index, decoded, segment.guide_frames, tail,
+                                     *_segment_background(driving, settings, segment))
         _record(trace, f"decoded_{segment.index}", decoded)
         kept = decoded[:, segment.guide_frames :]
         tail = decoded[:, -settings.refert_num :]
         if store is not None:
             store.save(segment.index, kept, tail)
         filled = _append_frames(video, filled, kept)
+    if colour is not None and colour_report is not None:
+        colour_report.extend(colour.report)
     return video
+
+
+def _colour_anchor(settings: GenerationSettings, inputs: AnimateInputs) -> ColourAnchor | None:
+    if not settings.colour_correction:
+        return None
+    reference = to_unit_range(inputs.reference).permute(2, 0, 1) if settings.colour_anchor == "reference" else None
+    return ColourAnchor(settings.colour_anchor, settings.colour_method, settings.colour_strength, reference)
+
+
+def _segment_background(
+    driving: AnimateInputs, settings: GenerationSettings, segment: Segment
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(background [3, F, H, W] in [-1, 1], person mask [F, H, W]) of the segment's frames for the background anchor."""
+    if settings.colour_anchor != "background":
+        return None, None
+    mask = mask_to_unit(driving.person_mask[torch.as_tensor(segment.sources)]).cpu()
+    return _gather_video(driving.background, segment.sources), mask
 
 
 def _generate_segment(
@@ -380,6 +466,7 @@ def _generate_segment(
     interrupt: Callable[[], None] | None,
     trace: dict | None,
     black_face_cache: dict,
+    begin: int = 0,
 ) -> torch.Tensor:
     """Denoise and decode one segment: its decoded frames [3, clip_len, H, W] in [-1, 1] (guidance frames included)."""
     height, width = inputs.reference.shape[:2]
@@ -399,8 +486,9 @@ def _generate_segment(
     _record(trace, f"y_{k}", y)
     _record(trace, f"pose_latents_{k}", pose)
 
-    model = _SegmentModel(dit, inputs, settings, y, pose, face, device, black_face_cache)
     scheduler = make_scheduler(settings.solver, settings.steps, settings.shift, seed=sampler_seed(settings.seed, k))
+    context = context_at(inputs.context, inputs.prompt_schedule, begin + segment.start)
+    model = _SegmentModel(dit, inputs, settings, y, pose, face, device, black_face_cache, scheduler.timesteps, context)
     latents = denoise(model, noise.to(device), scheduler, on_step, interrupt)
     if model.caches:
         reused, calls = model.reuse_counts()

@@ -19,6 +19,7 @@ from .keypoints import FACE_POINTS, check_size, check_wholebody, normalize_whole
 FACE_CROP_SIZE = 512
 # A face counts as found when at least half of its 68 keypoints reach this score.
 FACE_MIN_SCORE = 0.3
+FACE_SCALE = 1.3  # official area factor of the face box
 
 
 class FaceBoxes(NamedTuple):
@@ -110,3 +111,19 @@ def crop_faces(frames_u8: np.ndarray, boxes: np.ndarray, size: int = FACE_CROP_S
             raise ValueError(f"boxes[{index}] = {(x1, x2, y1, y2)} is empty inside a frame of {frame.shape[:2]}")
         crops[index] = cv2.resize(patch, (size, size))
     return crops
+
+
+def steady_face_boxes(boxes: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:
+    """The boxes [F, 4] (x1, x2, y1, y2) resized to one size for the whole clip (the median width and height),
+    each around its own centre and shifted back inside the frame: the crops no longer zoom in and out from frame to
+    frame. Returns [F, 4] int32."""
+    boxes = np.asarray(boxes, dtype=np.float64)
+    height, width = frame_size
+    box_w = min(float(np.median(boxes[:, 1] - boxes[:, 0])), width)
+    box_h = min(float(np.median(boxes[:, 3] - boxes[:, 2])), height)
+    centre_x = (boxes[:, 0] + boxes[:, 1]) / 2
+    centre_y = (boxes[:, 2] + boxes[:, 3]) / 2
+    x1 = np.clip(centre_x - box_w / 2, 0, width - box_w)
+    y1 = np.clip(centre_y - box_h / 2, 0, height - box_h)
+    steady = np.stack([x1, x1 + box_w, y1, y1 + box_h], axis=1)
+    return np.maximum(np.floor(steady + 1e-9), 0).astype(np.int32)

@@ -19,7 +19,7 @@ import numpy as np
 from ..runtime.host_memory import warn_if_host_memory_short
 from .detector import PersonDetector
 from .extract import PoseSequence, extract_image_pose, extract_poses
-from .face_crop import crop_faces, detect_face_boxes
+from .face_crop import FACE_SCALE, crop_faces, detect_face_boxes, steady_face_boxes
 from .masks import (SAM2_INSTALL_HINT, UserPoints, blur_mask, box_person_masks, grow_mask,
                     official_mask_postprocess, replacement_inputs, sam2_person_masks)
 from .pose_model import WholeBodyPoseModel
@@ -80,13 +80,18 @@ def prepare_inputs(
     mask: MaskSettings | None = None,
     progress: Callable[[int, int], None] | None = None,
     person: PersonChoice = PersonChoice(),
+    face_scale: float = FACE_SCALE,
+    steady_face: bool = False,
 ) -> PreparedInputs:
     """Character image [H, W, 3] and driving video [F, H, W, 3] (uint8 RGB) -> reference, pose and face frames
     (and, for Replacement, background and mask). `tpose_character` / `tpose_driving`: optional images of the
     character and of the driving video's first frame edited into a T-pose (retargeting's bone lengths). `person`:
-    which person of the driving video is followed (pose, face crops, mask)."""
+    which person of the driving video is followed (pose, face crops, mask). `face_scale`: area factor of the face
+    box (official 1.3); `steady_face`: one face-box size for the whole clip (face_crop.steady_face_boxes)."""
     if mode not in MODES:
         raise ValueError(f"mode is {mode!r}; expected one of {MODES}")
+    if not face_scale > 0:
+        raise ValueError(f"face_scale is {face_scale}; expected a positive area factor (official 1.3)")
     if mode == "replace" and retarget:
         raise ValueError("retargeting applies to Animation mode only; turn it off for Replacement")
     if retarget and (tpose_character is None) != (tpose_driving is None):
@@ -109,10 +114,11 @@ def prepare_inputs(
     chosen = "" if person == PersonChoice() else f" ({person})"
     report = [f"person{chosen} followed in {int(poses.person_found.sum())} of {len(poses)} frames"]
 
-    faces = detect_face_boxes(poses.keypoints, poses.frame_size).require_faces("driving video")
+    faces = detect_face_boxes(poses.keypoints, poses.frame_size, face_scale).require_faces("driving video")
     if faces.missing_count:
         report.append(f"{faces.missing_count} of {len(poses)} frames had no face; the nearest face box was reused")
-    face = crop_faces(video, faces.boxes)
+    face_boxes = steady_face_boxes(faces.boxes, poses.frame_size) if steady_face else faces.boxes
+    face = crop_faces(video, face_boxes)
 
     ref_size = reference.shape[:2]
     if mode == "replace":
