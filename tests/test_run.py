@@ -76,7 +76,7 @@ def test_choose_workflow_reads_the_models_of_the_ui_twin():
     assert choose_workflow(str(REPO_ROOT / "workflows" / "replace.json")).api_path.name == "replace.json"
     tiny = choose_workflow(str(REPO_ROOT / "tests" / "workflows_test" / "animate_tiny.json"))
     assert tiny.models == [] and tiny.ui_path is None
-    with pytest.raises(ValueError, match="no such workflow; choose one of animate, long_video, low_vram, replace, tpose_kontext"):
+    with pytest.raises(ValueError, match="no such workflow; choose one of animate, long_video, low_vram, low_vram_gguf, replace, tpose_kontext"):
         choose_workflow("animat")
 
 
