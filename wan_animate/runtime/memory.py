@@ -268,7 +268,8 @@ def fp8_matmul_workspace_bytes(
     """VRAM to reserve on top of `estimate_activation_bytes` for `model`'s fp8-matmul Linears (0 when none of its
     FP8Linears has `fp8_matmul` on, or `dtype` is not one it multiplies in fp8): `fp8_matmul_activation_bytes` minus
     the plain estimate."""
-    if dtype not in FP8_MATMUL_INPUT_DTYPES or not any(isinstance(m, FP8Linear) and m.fp8_matmul for m in model.modules()):
+    in_use = any(isinstance(m, FP8Linear) and m.fp8_matmul for m in model.modules())
+    if not in_use or dtype not in FP8_MATMUL_INPUT_DTYPES:
         return 0
     return (fp8_matmul_activation_bytes(tokens, dim, ffn_dim, dtype)
             - estimate_activation_bytes(tokens, dim, ffn_dim, dtype))
