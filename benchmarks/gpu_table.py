@@ -9,7 +9,7 @@ benchmarks/README.md. Rows (all at --sizes, default 832x480 and 1280x720, 77 fra
   bf16, torch.compile            first size (skipped with --no-compile)
   fp8 storage (upcast)           first size
   fp8 matmul (torch._scaled_mm)  every size; GPUs with compute capability >= 8.9
-  fp8 matmul + offload auto      first size, planned for --vram-budget-gib (12)
+  fp8 matmul + offload auto      first size, planned for --vram-budget-gib (14)
   official WanAnimateModel       every size, in its own process (`--official-bench`, skipped when the file is absent)
 
 MFU = the step's FLOPs (linear layers 2 * tokens * in * out, self-attention 4 * tokens^2 * dim, cross-attention
@@ -69,7 +69,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sizes", default="832x480,1280x720", help="comma-separated WIDTHxHEIGHT; the first gets all rows")
     p.add_argument("--frames", type=int, default=77)
     p.add_argument("--steps", type=int, default=2, help="timed steps per row, after one warm-up")
-    p.add_argument("--vram-budget-gib", type=float, default=12.0, help="budget of the offload-auto row")
+    p.add_argument("--vram-budget-gib", type=float, default=14.0, help="budget of the offload-auto row")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak for the MFU column")
     p.add_argument("--full", action="store_true", help="sage / flash rows at every size")
     p.add_argument("--no-compile", action="store_true")
@@ -226,15 +226,20 @@ def main() -> None:
         torch.cuda.empty_cache()
         tokens = cases[0][3]
         sizes = memory.block_bytes(model.blocks)
-        count = memory.resolve_offload_count(
-            "auto", sizes, int(a.vram_budget_gib * GIB),
-            memory.estimate_activation_bytes(tokens, config.dim, config.ffn_dim, dtype),
-            memory.module_bytes(model) - sum(sizes), 1, memory.DEFAULT_MARGIN_BYTES)
-        offloader = enable_block_offload(model, device, count, 1)
         matmul = "fp8 matmul" if device_has_fp8_matmul(device) else "fp8 storage"
-        row(f"ours {matmul} + offload auto ({a.vram_budget_gib:g} GiB budget), sdpa", cases[0],
-            offload_blocks=count, on_demand_loads=offloader.stats.on_demand)
-        offloader.remove()
+        try:
+            count = memory.resolve_offload_count(
+                "auto", sizes, int(a.vram_budget_gib * GIB),
+                memory.estimate_activation_bytes(tokens, config.dim, config.ffn_dim, dtype)
+                + memory.fp8_matmul_workspace_bytes(model, tokens, config.dim, config.ffn_dim, dtype),  # as DiTHandle
+                memory.module_bytes(model) - sum(sizes), 1, memory.DEFAULT_MARGIN_BYTES)
+        except memory.MemoryPlanError as error:
+            print(f"{matmul} + offload auto row skipped: {error}", flush=True)
+        else:
+            offloader = enable_block_offload(model, device, count, 1)
+            row(f"ours {matmul} + offload auto ({a.vram_budget_gib:g} GiB budget), sdpa", cases[0],
+                offload_blocks=count, on_demand_loads=offloader.stats.on_demand)
+            offloader.remove()
 
     print(f"\ndevice: {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, torch "
           f"{torch.__version__}, {a.frames} frames, warm-up 1 + {a.steps} timed steps per row, "

@@ -13,7 +13,8 @@ from test_runtime_pinned import FakePinner
 from wan_animate.loading import model_handle
 from wan_animate.loading.model_handle import DiTHandle, DiTOptions
 from wan_animate.runtime import offload
-from wan_animate.runtime.memory import block_bytes, estimate_activation_bytes, module_bytes, vram_need
+from wan_animate.runtime.memory import (block_bytes, estimate_activation_bytes, fp8_matmul_activation_bytes,
+                                        fp8_matmul_workspace_bytes, module_bytes, vram_need)
 from wan_animate.runtime.oom import VramExhaustedError
 
 GIB = 1 << 30
@@ -154,3 +155,32 @@ def test_auto_plan_reserves_the_larger_of_activations_and_workspace(dit_file, gp
     # resident blocks must give up 3 blocks' bytes; with prefetch 1 two streamed blocks sit on the device: 5 offloaded
     assert placed == [5]
     assert vram_need(sizes, 5, workspace, other).total <= free < vram_need(sizes, 4, workspace, other).total
+
+
+def test_auto_plan_reserves_the_fp8_matmul_input_copies(dit_file, gpu_on_cpu, monkeypatch):
+    path, _ = dit_file
+    _, placed = gpu_on_cpu
+    tokens = 64
+    counts = {}
+    for fp8_matmul, capable in ((False, True), (True, False), (True, True)):
+        monkeypatch.setattr(model_handle, "device_has_fp8_matmul", lambda device, capable=capable: capable)
+        handle = DiTHandle(path, DiTOptions(dtype=torch.bfloat16, storage="fp8_e4m3fn", offload="auto",
+                                            fp8_matmul=fp8_matmul))
+        model = handle.model()
+        moves_of(monkeypatch, model)
+        sizes = block_bytes(model.blocks)
+        other = module_bytes(model) - sum(sizes)
+        activations = estimate_activation_bytes(tokens, model.config.dim, model.config.ffn_dim)
+        free = vram_need(sizes, 0, activations, other).total  # fits all resident without the fp8-matmul copies
+        monkeypatch.setattr(model_handle, "free_memory_bytes", lambda device, free=free: free)
+        with handle.activate("cuda", tokens=tokens):
+            pass
+        counts[fp8_matmul, capable] = placed.pop() if placed else 0
+    dim, ffn = model.config.dim, model.config.ffn_dim
+    workspace = fp8_matmul_activation_bytes(tokens, dim, ffn) - activations
+    assert workspace > 0 and fp8_matmul_workspace_bytes(model, tokens, dim, ffn) == workspace
+    assert counts[False, True] == 0 and counts[True, False] == 0  # off, or a GPU without fp8 tensor cores: as before
+    assert counts[True, True] > 0
+    count = counts[True, True]
+    need = [vram_need(sizes, n, activations + workspace, other).total for n in (count - 1, count)]
+    assert need[1] <= free < need[0]

@@ -23,9 +23,9 @@ from ..model.dit import WanAnimateDiT
 from ..runtime.attention import attention_backend
 from ..runtime.compile import compile_blocks, is_compiled, uncompile_blocks
 from ..runtime.devices import free_memory_bytes, release_cached_memory
-from ..runtime.fp8 import set_fp8_matmul
+from ..runtime.fp8 import device_has_fp8_matmul, set_fp8_matmul
 from ..runtime.memory import (MemoryPlanError, block_bytes, dequant_workspace_bytes, estimate_activation_bytes,
-                              module_bytes, resolve_offload_count, vram_need)
+                              fp8_matmul_workspace_bytes, module_bytes, resolve_offload_count, vram_need)
 from ..runtime.offload import BlockOffloader, enable_block_offload
 from ..runtime.oom import explain_oom
 from ..runtime.pinned import PinningPolicy
@@ -193,7 +193,7 @@ class DiTHandle:
         model = self.model()
         kept = device.type == "cuda" and self.is_resident(device)
         if kept and (self._lora_change_pending()
-                     or free_memory_bytes(device) < self._reserve_bytes(model, tokens, workspace_bytes)):
+                     or free_memory_bytes(device) < self._reserve_bytes(model, device, tokens, workspace_bytes)):
             self.park()  # LoRAs are switched in host memory; a kept model short of room is planned afresh
         self.sync_loras()
         offloader = None
@@ -222,7 +222,7 @@ class DiTHandle:
             count = self._offload_count(model, device, tokens, workspace_bytes)
         except MemoryPlanError:
             return False
-        need = vram_need(sizes, count, self._reserve_bytes(model, tokens, workspace_bytes),
+        need = vram_need(sizes, count, self._reserve_bytes(model, device, tokens, workspace_bytes),
                          module_bytes(model) - sum(sizes), self.options.prefetch)
         kept_bytes = module_bytes(model) if self.is_resident(device) else 0  # its weights already hold that memory
         return need.total <= free_memory_bytes(device) + kept_bytes
@@ -264,12 +264,17 @@ class DiTHandle:
         if not self.options.compile and is_compiled(model.blocks[0]):
             uncompile_blocks(model.blocks)
 
-    def _reserve_bytes(self, model: WanAnimateDiT, tokens: int, workspace_bytes: int) -> int:
+    def _reserve_bytes(self, model: WanAnimateDiT, device: torch.device, tokens: int, workspace_bytes: int) -> int:
         """VRAM kept free for work besides the weights: the DiT's activations (with the dequantisation of a GGUF
-        layer) or `workspace_bytes`, the larger."""
+        layer, or the input quantisation of an fp8-matmul layer where `device` multiplies in fp8) or
+        `workspace_bytes`, the larger."""
         config = model.config
         activations = estimate_activation_bytes(tokens, config.dim, config.ffn_dim, self.options.dtype)
-        return max(activations + dequant_workspace_bytes(model), workspace_bytes)
+        activations += dequant_workspace_bytes(model)
+        quantised_inputs = fp8_matmul_workspace_bytes(model, tokens, config.dim, config.ffn_dim, self.options.dtype)
+        if quantised_inputs and device.type == "cuda" and device_has_fp8_matmul(device):
+            activations += quantised_inputs
+        return max(activations, workspace_bytes)
 
     def _offload_count(self, model: WanAnimateDiT, device: torch.device, tokens: int, workspace_bytes: int) -> int:
         sizes = block_bytes(model.blocks)
@@ -277,7 +282,7 @@ class DiTHandle:
             self.options.offload,
             sizes,
             free_bytes=free_memory_bytes(device),
-            activation_bytes=self._reserve_bytes(model, tokens, workspace_bytes),
+            activation_bytes=self._reserve_bytes(model, device, tokens, workspace_bytes),
             other_bytes=module_bytes(model) - sum(sizes),
             prefetch=self.options.prefetch,
         )
