@@ -7,11 +7,10 @@ import gguf
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 from safetensors.torch import save_file
 
 from helpers_dit import build_tiny_dit, run_dit, tiny_config, tiny_inputs
-from helpers_gguf import Q, random_blocks, write_gguf
+from helpers_gguf import Q, gguf_lora, random_blocks, write_gguf
 from wan_animate.loading.dit import load_dit
 from wan_animate.loading.lora import apply_loras, load_lora, remove_loras
 from wan_animate.loading.lora_quantised import LoraGGUFLinear
@@ -136,25 +135,6 @@ def test_fp8_storage_is_refused_for_a_gguf(tmp_path):
     write_gguf(build_tiny_dit(seed=2), path, Q.Q8_0)
     with pytest.raises(ValueError, match="GGUF file keeps its own quantisation"):
         load_dit(str(path), dtype=torch.float32, storage_dtype=torch.float8_e4m3fn)
-
-
-def gguf_lora(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    """Low-rank deltas on every quantised layer and on a float one (small tensors stay F32), a dense diff on a
-    quantised layer and dense diffs on its bias and a norm: every kind of delta a distill LoRA carries."""
-    gen = torch.Generator().manual_seed(seed)
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, GGUFLinear)}
-    assert len(layers) >= len(model.blocks)
-    layers["blocks.0.self_attn.q"] = model.blocks[0].self_attn.q
-    state = {}
-    for name, layer in layers.items():
-        state[f"diffusion_model.{name}.lora_down.weight"] = torch.randn(4, layer.in_features, generator=gen) * 0.2
-        state[f"diffusion_model.{name}.lora_up.weight"] = torch.randn(layer.out_features, 4, generator=gen) * 0.2
-        state[f"diffusion_model.{name}.alpha"] = torch.tensor(2.0)
-    name, layer = next(iter(layers.items()))
-    state[f"diffusion_model.{name}.diff"] = torch.randn(layer.out_features, layer.in_features, generator=gen) * 0.05
-    state[f"diffusion_model.{name}.diff_b"] = torch.randn(layer.out_features, generator=gen) * 0.1
-    state["diffusion_model.blocks.1.norm3.diff"] = torch.randn(model.blocks[1].norm3.weight.shape, generator=gen) * 0.1
-    return state
 
 
 @pytest.mark.parametrize("qtype, sizes", [(Q.Q8_0, {}), (Q.Q4_K, WIDE)])
