@@ -3,7 +3,7 @@
 Architecture `wan`; 1-D tensors, tensors of at most 1024 values, `.modulation` and the 5-D patch embeddings in F32;
 other tensors in BF16; Linear weights whose rows fit the quantisation's blocks in `qtype`. Types the `gguf` package
 cannot quantise (the k-quants) get random blocks with small scales, so the reference weights are their
-dequantisation.
+dequantisation. `gguf_lora` makes a LoRA for a model loaded from such a file.
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import gguf
 import numpy as np
 import torch
 from torch import nn
+
+from wan_animate.runtime.gguf_linear import GGUFLinear
 
 Q = gguf.GGMLQuantizationType
 # byte offsets of the float16 scales inside each block
@@ -68,3 +70,22 @@ def write_gguf(model: nn.Module, path: str | Path, qtype: Q, prefix: str = "", a
     writer.write_tensors_to_file()
     writer.close()
     return held
+
+
+def gguf_lora(model: nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """Low-rank deltas on every quantised layer and on a float one (small tensors stay F32), a dense diff on a
+    quantised layer and dense diffs on its bias and a norm: every kind of delta a distill LoRA carries."""
+    gen = torch.Generator().manual_seed(seed)
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, GGUFLinear)}
+    assert len(layers) >= len(model.blocks)
+    layers["blocks.0.self_attn.q"] = model.blocks[0].self_attn.q
+    state = {}
+    for name, layer in layers.items():
+        state[f"diffusion_model.{name}.lora_down.weight"] = torch.randn(4, layer.in_features, generator=gen) * 0.2
+        state[f"diffusion_model.{name}.lora_up.weight"] = torch.randn(layer.out_features, 4, generator=gen) * 0.2
+        state[f"diffusion_model.{name}.alpha"] = torch.tensor(2.0)
+    name, layer = next(iter(layers.items()))
+    state[f"diffusion_model.{name}.diff"] = torch.randn(layer.out_features, layer.in_features, generator=gen) * 0.05
+    state[f"diffusion_model.{name}.diff_b"] = torch.randn(layer.out_features, generator=gen) * 0.1
+    state["diffusion_model.blocks.1.norm3.diff"] = torch.randn(model.blocks[1].norm3.weight.shape, generator=gen) * 0.1
+    return state

@@ -1,15 +1,20 @@
 """GGUF checkpoints of the Animate DiT: dequantisation bit for bit against the `gguf` package, forward parity with
-the dequantised float model, offloading of quantised blocks, quantised sizes in the planner, and bad files."""
+the dequantised float model, offloading of quantised blocks, quantised sizes in the planner, LoRAs on quantised
+layers, and bad files."""
 import copy
 
 import gguf
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from helpers_dit import build_tiny_dit, run_dit, tiny_config, tiny_inputs
-from helpers_gguf import Q, random_blocks, write_gguf
+from helpers_gguf import Q, gguf_lora, random_blocks, write_gguf
 from wan_animate.loading.dit import load_dit
+from wan_animate.loading.lora import apply_loras, load_lora, remove_loras
+from wan_animate.loading.lora_quantised import LoraGGUFLinear
+from wan_animate.loading.model_handle import DiTHandle, DiTOptions
 from wan_animate.runtime.gguf_dequant import QUANT_TYPES, dequantize
 from wan_animate.runtime.gguf_linear import GGUFLinear
 from wan_animate.runtime.memory import block_bytes, dequant_workspace_bytes
@@ -132,15 +137,45 @@ def test_fp8_storage_is_refused_for_a_gguf(tmp_path):
         load_dit(str(path), dtype=torch.float32, storage_dtype=torch.float8_e4m3fn)
 
 
-def test_loras_on_a_gguf_model_are_refused_not_half_applied(tmp_path):
-    from wan_animate.loading.lora_apply import apply_loras
-    from wan_animate.loading.lora_format import LoRA
+@pytest.mark.parametrize("qtype, sizes", [(Q.Q8_0, {}), (Q.Q4_K, WIDE)])
+def test_loras_on_gguf_layers_equal_the_float_model_with_the_same_loras(tmp_path, qtype, sizes):
+    """A LoRA stays a float delta added at dequantisation: the GGUF model with it equals the model with the
+    dequantised weights and the same LoRA; other strengths and removal through the handle are exact; offloaded
+    blocks carry the factors."""
+    config = tiny_config(**sizes)
+    path = tmp_path / f"animate-{qtype.name}.gguf"
+    held = write_gguf(build_tiny_dit(seed=7, config=config), path, qtype, prefix="model.diffusion_model.")
+    handle = DiTHandle(str(path), DiTOptions(dtype=torch.float32))
+    lora_path = tmp_path / "lora.safetensors"
+    save_file(gguf_lora(handle.model(), seed=8), str(lora_path))
+    reference = build_tiny_dit(config=config)
+    reference.load_state_dict(held)
+    inputs = tiny_inputs(config)
+    clean = run_dit(handle.model(), inputs)
 
-    path = tmp_path / "animate.gguf"
-    write_gguf(build_tiny_dit(seed=2), path, Q.Q8_0)
-    model = load_dit(str(path), dtype=torch.float32)
-    with pytest.raises(ValueError, match="LoRAs on a GGUF model are not supported yet"):
-        apply_loras(model, [(LoRA("lightx2v", {}), 1.0)])
+    for strength in (1.0, 0.4):
+        lora_handle = handle.with_lora(str(lora_path), strength)
+        lora_handle.sync_loras()
+        model = lora_handle.model()
+        assert any(isinstance(m, LoraGGUFLinear) for m in model.modules())
+        ours = run_dit(model, inputs)
+        report = apply_loras(reference, [(load_lora(str(lora_path)), strength)], runtime=True)
+        expected = run_dit(reference, inputs)
+        remove_loras(reference, report)
+        assert_close_dit(ours, expected)
+        assert (ours - clean).abs().max() > 100 * DIT_REL_TOL * clean.abs().max()  # the LoRA does change the output
+
+    offloaded = copy.deepcopy(model)
+    offloader = enable_block_offload(offloaded, "cpu", offload_count=2)
+    block = max(offloader.packed)
+    packed = {id(t) for t in offloader.packed[block].tensors}
+    factors = [b for name, b in offloaded.blocks[block].named_buffers() if name.endswith(("_up", "_down", "_dense"))]
+    assert factors and all(id(b) in packed for b in factors)
+    assert torch.equal(run_dit(offloaded, inputs), ours)
+
+    handle.sync_loras()  # the handle without LoRAs: the quantised layers are plain again, the output exactly clean
+    assert not any(isinstance(m, LoraGGUFLinear) for m in handle.model().modules())
+    assert torch.equal(run_dit(handle.model(), inputs), clean)
 
 
 def test_model_loader_lists_and_loads_gguf_files(tmp_path, monkeypatch, pack):

@@ -14,7 +14,7 @@ from wan_animate.loading.lora import (
     remove_loras,
     set_loras,
 )
-from wan_animate.loading.lora_fp8 import LoraFP8Linear
+from wan_animate.loading.lora_quantised import LoraFP8Linear
 from wan_animate.runtime.fp8 import FP8Linear, linear_weight, swap_linears_to_fp8
 
 RANK = 3
@@ -389,7 +389,7 @@ def test_fp8_layers_keep_an_exact_float_delta(tmp_path):
     x = torch.randn(5, 8)
     torch.testing.assert_close(layer(x), x @ (dequantised + 0.6 * up @ down).T + layer.bias, atol=1e-5, rtol=0)
     assert set(model.state_dict()) == keys
-    assert len(report.fp8_entries) == len(LINEARS)
+    assert len(report.quantised_entries) == len(LINEARS)
 
     remove_loras(model, report)
     assert type(layer) is FP8Linear

@@ -97,5 +97,5 @@ def test_lora_golden_on_fp8_layers_equals_a_float_merge(golden_dit):
             remove_loras(model, float_report)
             for name, weight in originals.items():
                 model.get_submodule(name).weight.copy_(weight)
-    assert fp8_report.fp8_entries
+    assert fp8_report.quantised_entries
     assert_close_golden(ours, reference, 1e-5, f"{case} on fp8 layers")

@@ -2,6 +2,8 @@
 
 `write_tiny_models(root)` writes, under `root`:
   models/diffusion_models/wan_animate_tiny.safetensors  tiny DiT (512-px face encoder, official key layout, bf16)
+  models/diffusion_models/wan_animate_tiny_Q8_0.gguf    the same DiT as a GGUF file (Q8_0 Linear layers)
+  models/loras/wan_animate_tiny_lora.safetensors        a LoRA on its quantised and float Linear layers
   models/vae/wan_vae_tiny.safetensors                   tiny Wan2.1 VAE
   models/detection/tiny_yolo.onnx, tiny_vitpose.onnx    detector / pose fixtures (tests/onnx_fixtures.py)
   input/wan_animate_tiny_embeds.safetensors             context / context_null / clip_fea of the tiny sizes
@@ -30,6 +32,7 @@ CHARACTER_SIZE = (128, 96)
 FILES = {
     "dit": "wan_animate_tiny.safetensors",
     "gguf": "wan_animate_tiny_Q8_0.gguf",
+    "lora": "wan_animate_tiny_lora.safetensors",
     "vae": "wan_vae_tiny.safetensors",
     "detector": "tiny_yolo.onnx",
     "pose": "tiny_vitpose.onnx",
@@ -59,10 +62,21 @@ def write_video(path: Path, frames: np.ndarray, fps: int = VIDEO_FPS) -> None:
         container.mux(stream.encode())
 
 
+def tiny_lora(dit: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Rank-2 deltas on every block's first FFN layer (Q8_0 in the GGUF file) and one attention projection (F32)."""
+    gen = torch.Generator().manual_seed(6)
+    state = {}
+    for name in ("blocks.0.self_attn.q", *(f"blocks.{i}.ffn.0" for i in range(len(dit.blocks)))):
+        out_features, in_features = dit.get_submodule(name).weight.shape
+        state[f"diffusion_model.{name}.lora_down.weight"] = torch.randn(2, in_features, generator=gen) * 0.1
+        state[f"diffusion_model.{name}.lora_up.weight"] = torch.randn(out_features, 2, generator=gen) * 0.1
+    return state
+
+
 def write_tiny_models(root: str | Path) -> dict[str, str]:
     """Write the set under `root`; returns FILES (file names as the workflows reference them)."""
     root = Path(root)
-    folders = {name: root / "models" / name for name in ("diffusion_models", "vae", "detection")}
+    folders = {name: root / "models" / name for name in ("diffusion_models", "vae", "detection", "loras")}
     for folder in (*folders.values(), root / "input"):
         folder.mkdir(parents=True, exist_ok=True)
     config = tiny_config(motion_channels=FACE_CHANNELS)
@@ -70,6 +84,7 @@ def write_tiny_models(root: str | Path) -> dict[str, str]:
     save_file({k: v.to(torch.bfloat16).contiguous() for k, v in dit.state_dict().items()},
               str(folders["diffusion_models"] / FILES["dit"]))
     write_gguf(dit, folders["diffusion_models"] / FILES["gguf"], Q.Q8_0, prefix="model.diffusion_model.")
+    save_file(tiny_lora(dit), str(folders["loras"] / FILES["lora"]))
     save_file({k: v.contiguous() for k, v in random_vae().state_dict().items()}, str(folders["vae"] / FILES["vae"]))
     export_detector(folders["detection"] / FILES["detector"])
     export_pose_model(folders["detection"] / FILES["pose"])

@@ -234,12 +234,14 @@ WORKFLOWS = {
                       extra="Low VRAM: scaled-fp8 weights (half of bf16), 30 of 40 blocks streamed from host memory "
                             "while the GPU computes, a tiled VAE, and the step-distillation LoRA for 6 steps without CFG. Lower "
                             "the preprocess width x height (e.g. 832 x 480) on 8-12 GB cards."),
-    "low_vram_gguf": graph("animate", dit="gguf", offload="auto", tiled_vae=True,
+    "low_vram_gguf": graph("animate", dit="gguf", loras=(("lightx2v", 1.0),), offload="auto", steps=6,
+                           tiled_vae=True,
                            extra="Low VRAM and small RAM: a GGUF quantisation of the model (Q4_K_S, about 11 GB; Q3_K "
                                  "to Q8_0 files load the same way from models/diffusion_models or models/unet). Its "
                                  "weights stay quantised on the GPU and in host memory and are dequantised layer by "
                                  "layer; 'auto' streams as many quantised blocks from host memory as the card needs. "
-                                 "Lower the preprocess width x height (e.g. 832 x 480) on 8 GB cards."),
+                                 "The step-distillation LoRA, added in float at dequantisation, gives 6 steps "
+                                 "without CFG. Lower the preprocess width x height (e.g. 832 x 480) on 8 GB cards."),
     "tpose_kontext": tpose_kontext_graph(),
 }
 

@@ -107,7 +107,9 @@ def load_gguf_dit(path: str, device: torch.device | str = "cpu", dtype: torch.dt
             module = model.get_submodule(layer)
             module.weight = raw.reshape(module.out_features, -1)  # [out, row bytes]
         else:
-            _assign(model, name, dequantize(raw, entry.qtype, entry.shape).to(dtype))
+            # copy=True: an F32 tensor in float32 would otherwise stay a view of the read-only mapping, and a merged
+            # LoRA (biases, norms, modulation) writing into it would crash the process
+            _assign(model, name, dequantize(raw, entry.qtype, entry.shape).to(dtype, copy=True))
     _fill_constant_buffers(model, device, dtype)
     return model.eval().requires_grad_(False)
 

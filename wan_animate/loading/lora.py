@@ -1,6 +1,6 @@
 """LoRA support: read any common LoRA layout (`load_lora`), apply stacks of them to a model (`apply_loras`) and undo
 them (`remove_loras`, or `set_loras` to switch to another stack). `lora_format` lists the layouts; `lora_apply` and
-`lora_fp8` say how deltas are applied."""
+`lora_quantised` say how deltas are applied."""
 from __future__ import annotations
 
 from .lora_apply import (

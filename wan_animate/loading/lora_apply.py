@@ -2,22 +2,22 @@
 
 Effect of a LoRA at strength s on a module: weight += s * (alpha / rank) * up @ down, weight += s * diff,
 bias += s * diff_b. Ordinary weights are merged in place: the sum is formed in float32 and written back in the
-weight's dtype, all LoRAs of one call summed before the single write-back. fp8 layers keep the delta unmerged and
-exact (see `lora_fp8`). Stacking: call `apply_loras` once with several LoRAs, or several times.
+weight's dtype, all LoRAs of one call summed before the single write-back. fp8 and GGUF layers keep the delta unmerged
+and exact (see `lora_quantised`). Stacking: call `apply_loras` once with several LoRAs, or several times.
 
 Run-time application (`apply_loras(..., runtime=True)`, what `DiTHandle` uses): low-rank and dense deltas on plain
-Linear layers are kept beside the untouched weight and added at every call (see `lora_runtime`), like fp8 layers;
+Linear layers are kept beside the untouched weight and added at every call (see `lora_runtime`), like quantised layers;
 only the remaining small targets (biases, norms, modulation, convolutions) are merged, with their originals kept. The
 model's Linear weights are never written, so removing or changing a LoRA is exact and copies no large tensor.
 
 Undo (to change strengths without reloading the model): `apply_loras(..., keep_originals=True)` (the default) copies
 each merged weight to the CPU before changing it, and `remove_loras(model, report)` puts them back bit-exactly and
-detaches its fp8 deltas. Removals go in reverse order of application (checked); `remove_all_loras(model)` undoes every
-application. With keep_originals=False nothing is copied and the merge cannot be undone. `set_loras(model, loras)`
-makes the model carry exactly the given LoRAs (what a ComfyUI node re-executed with a new strength wants): it does
-nothing when they are already applied, else removes every application and applies them.
+detaches its fp8 / GGUF deltas. Removals go in reverse order of application (checked); `remove_all_loras(model)`
+undoes every application. With keep_originals=False nothing is copied and the merge cannot be undone.
+`set_loras(model, loras)` makes the model carry exactly the given LoRAs (what a ComfyUI node re-executed with a new
+strength wants): it does nothing when they are already applied, else removes every application and applies them.
 Host memory for the originals: one copy of every merged weight (about 32 GB for a LoRA on all block Linear layers of
-the bf16 14B model; nothing for fp8 layers, whose deltas are removed exactly without a copy).
+the bf16 14B model; nothing for fp8 and GGUF layers, whose deltas are removed exactly without a copy).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ import torch.nn as nn
 from ..runtime.fp8 import FP8Linear, is_fp8
 from ..runtime.gguf_linear import GGUFLinear
 from .lora_format import LoRA, LoraTarget, guess_lora_family
-from .lora_fp8 import add_fp8_delta, remove_fp8_delta
+from .lora_quantised import add_quantised_delta, remove_quantised_delta
 from .lora_runtime import LoraLinear, add_linear_delta, remove_linear_delta
 
 _APPLIED_ATTR = "_wan_animate_lora_reports"
@@ -47,7 +47,7 @@ class LoraReport:
     can_undo: bool = True
     merged: list[str] = field(default_factory=list, repr=False)  # parameters changed in place
     originals: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)  # parameter -> value before (CPU)
-    fp8_entries: list[tuple[str, str]] = field(default_factory=list, repr=False)  # (layer name, delta entry)
+    quantised_entries: list[tuple[str, str]] = field(default_factory=list, repr=False)  # (layer name, delta entry)
     runtime_entries: list[tuple[str, str]] = field(default_factory=list, repr=False)  # on plain Linear layers
 
     def summary(self) -> str:
@@ -84,10 +84,6 @@ def apply_loras(
     Raises ValueError when a LoRA matches no layer of the model, or when a delta's shape differs from its target's.
     """
     modules = dict(model.named_modules())
-    gguf_layers = [name for name, module in modules.items() if isinstance(module, GGUFLinear)]
-    if loras and gguf_layers:
-        raise ValueError(f"LoRAs on a GGUF model are not supported yet ({len(gguf_layers)} quantised layers, e.g. "
-                         f"'{gguf_layers[0]}'); use a bf16/fp16/fp8 safetensors file of the model with LoRAs")
     params = dict(model.named_parameters())
     flat_names = {name.replace(".", "_"): name for name in modules if name}
     keep_originals = keep_originals or runtime
@@ -113,11 +109,11 @@ def apply_loras(
     for param_name, param_changes in by_param.items():
         layer_name, _, leaf = param_name.rpartition(".")
         layer = modules.get(layer_name)
-        if leaf == "weight" and isinstance(layer, FP8Linear) and is_fp8(layer.weight.dtype):
+        if leaf == "weight" and _is_quantised(layer):
             for number, change in enumerate(param_changes):
                 entry = f"lora{len(applied)}_{number}"
-                add_fp8_delta(layer, entry, change.factor, up=change.up, down=change.down, dense=change.dense)
-                report.fp8_entries.append((layer_name, entry))
+                add_quantised_delta(layer, entry, change.factor, up=change.up, down=change.down, dense=change.dense)
+                report.quantised_entries.append((layer_name, entry))
         elif runtime and leaf == "weight" and type(layer) in (nn.Linear, LoraLinear):
             for number, change in enumerate(param_changes):
                 entry = f"lora{len(applied)}_{number}"
@@ -130,7 +126,7 @@ def apply_loras(
 
 
 def remove_loras(model: nn.Module, report: LoraReport) -> None:
-    """Undo one `apply_loras` call (the latest one still applied): restore merged weights, detach fp8 deltas."""
+    """Undo one `apply_loras` call (the latest one still applied): restore merged weights, detach quantised deltas."""
     applied = getattr(model, _APPLIED_ATTR, [])
     if not applied or applied[-1] is not report:
         position = next((i for i, r in enumerate(applied) if r is report), None)
@@ -146,8 +142,8 @@ def remove_loras(model: nn.Module, report: LoraReport) -> None:
     with torch.no_grad():
         for param_name, original in report.originals.items():
             params[param_name].copy_(original)
-    for layer_name, entry in report.fp8_entries:
-        remove_fp8_delta(model.get_submodule(layer_name), entry)
+    for layer_name, entry in report.quantised_entries:
+        remove_quantised_delta(model.get_submodule(layer_name), entry)
     for layer_name, entry in report.runtime_entries:
         remove_linear_delta(model.get_submodule(layer_name), entry)
     setattr(model, _APPLIED_ATTR, applied[:-1])
@@ -190,7 +186,8 @@ def _plan_lora(
     unmatched: list[str] = []
     for target_name, target in lora.targets.items():
         module_name = target_name if target_name in modules else flat_names.get(target_name)
-        if module_name is not None and isinstance(getattr(modules[module_name], "weight", None), nn.Parameter):
+        if module_name is not None and (isinstance(getattr(modules[module_name], "weight", None), nn.Parameter)
+                                        or isinstance(modules[module_name], GGUFLinear)):
             changes += _module_changes(lora.name, target_name, module_name, modules[module_name], target, strength)
         elif target_name in params:
             changes += _parameter_changes(lora.name, target_name, params[target_name], target, strength)
@@ -205,26 +202,28 @@ def _module_changes(
     weight = module.weight
     if is_fp8(weight.dtype) and not isinstance(module, FP8Linear):
         raise ValueError(f"LoRA {lora_name}: '{module_name}' stores fp8 weights outside an FP8Linear layer")
+    # a GGUF layer's weight buffer holds raw blocks ([out, row bytes]); its values are [out, in]
+    shape = (module.out_features, module.in_features) if isinstance(module, GGUFLinear) else tuple(weight.shape)
     changes = []
     if target.down is not None:
-        out_features, in_features = weight.shape[0], math.prod(weight.shape[1:])
+        out_features, in_features = shape[0], math.prod(shape[1:])
         up = target.up.flatten(1)  # [out, rank]
         down = target.down.flatten(1)  # [rank, in * kernel]
         if (up.shape[0], down.shape[1]) != (out_features, in_features):
             raise ValueError(
                 f"LoRA {lora_name}: key '{target_name}' gives a [{up.shape[0]}, {down.shape[1]}] delta (up "
                 f"{tuple(target.up.shape)}, down {tuple(target.down.shape)}) but the model's '{module_name}.weight' "
-                f"is {tuple(weight.shape)}; is this LoRA for another model size?"
+                f"is {shape}; is this LoRA for another model size?"
             )
         changes.append(_Change(f"{module_name}.weight", strength * target.scale, up=up, down=down))
     if target.diff is not None:
-        _check_shape(lora_name, f"{target_name}.diff", target.diff, f"{module_name}.weight", weight)
+        _check_shape(lora_name, f"{target_name}.diff", target.diff, f"{module_name}.weight", shape)
         changes.append(_Change(f"{module_name}.weight", strength, dense=target.diff))
     if target.diff_b is not None:
         bias = getattr(module, "bias", None)
         if not isinstance(bias, nn.Parameter):
             raise ValueError(f"LoRA {lora_name}: key '{target_name}.diff_b' targets '{module_name}', which has no bias")
-        _check_shape(lora_name, f"{target_name}.diff_b", target.diff_b, f"{module_name}.bias", bias)
+        _check_shape(lora_name, f"{target_name}.diff_b", target.diff_b, f"{module_name}.bias", tuple(bias.shape))
         changes.append(_Change(f"{module_name}.bias", strength, dense=target.diff_b))
     return changes
 
@@ -237,16 +236,21 @@ def _parameter_changes(
         raise ValueError(
             f"LoRA {lora_name}: '{target_name}' is a bare parameter of the model; only a '.diff' can change it"
         )
-    _check_shape(lora_name, f"{target_name}.diff", target.diff, target_name, param)
+    _check_shape(lora_name, f"{target_name}.diff", target.diff, target_name, tuple(param.shape))
     return [_Change(target_name, strength, dense=target.diff)]
 
 
-def _check_shape(lora_name: str, key: str, delta: torch.Tensor, param_name: str, param: torch.Tensor) -> None:
-    if tuple(delta.shape) != tuple(param.shape):
+def _check_shape(lora_name: str, key: str, delta: torch.Tensor, param_name: str, shape: tuple[int, ...]) -> None:
+    if tuple(delta.shape) != shape:
         raise ValueError(
             f"LoRA {lora_name}: key '{key}' has shape {tuple(delta.shape)} but the model's '{param_name}' is "
-            f"{tuple(param.shape)}; is this LoRA for another model size?"
+            f"{shape}; is this LoRA for another model size?"
         )
+
+
+def _is_quantised(layer: nn.Module | None) -> bool:
+    """Whether `layer` dequantises its weight at use (fp8 or GGUF storage), so LoRAs stay float deltas beside it."""
+    return isinstance(layer, GGUFLinear) or (isinstance(layer, FP8Linear) and is_fp8(layer.weight.dtype))
 
 
 def _merge(param: nn.Parameter, changes: list[_Change], report: LoraReport, keep_originals: bool) -> None:

@@ -8,10 +8,10 @@ token, 2.5% of the layer's own work at rank 64 for the 14B model's 5120-wide lay
 the layer's compute dtype (dense deltas in float32). Layers the model evaluates through `runtime.fp8.linear_weight`
 (the float32 time embedding and head) get `effective_weight`: all deltas summed into the weight in float32.
 
-Mechanism as in `lora_fp8`: the layer's class is switched to `LoraLinear` (a subclass of nn.Linear, so `isinstance`
-checks and `state_dict()` keys keep working) while it holds deltas, and back when the last one is removed. The
-factors are non-persistent buffers: `.to()` moves them, block offloading packs them with their block, and
-checkpoints never contain them.
+Mechanism (`attach_delta` / `detach_delta`, shared with `lora_quantised`): the layer's class is switched to
+`LoraLinear` (a subclass of nn.Linear, so `isinstance` checks and `state_dict()` keys keep working) while it holds
+deltas, and back when the last one is removed. The factors are non-persistent buffers: `.to()` moves them, block
+offloading packs them with their block, and checkpoints never contain them.
 """
 from __future__ import annotations
 
@@ -54,26 +54,45 @@ def add_linear_delta(
     down: torch.Tensor | None = None, dense: torch.Tensor | None = None,
 ) -> None:
     """Attach one delta to a Linear layer: low-rank (up [out, r], down [r, in]) or dense ([out, in])."""
-    if type(layer) is nn.Linear:
-        layer.__class__ = LoraLinear
-        layer.lora_deltas = {}
-    elif not isinstance(layer, LoraLinear):
-        raise TypeError(f"run-time LoRA deltas need a plain nn.Linear; found {type(layer).__name__}")
-    if entry in layer.lora_deltas:
-        raise ValueError(f"LoRA delta '{entry}' is already attached to this layer")
-    weight = layer.weight
-    # detach(): buffers of their own (offloading re-points their data), sharing storage with the parsed LoRA
-    if dense is not None:
-        layer.register_buffer(f"{entry}_dense", dense.to(weight.device, torch.float32).detach(), persistent=False)
-    else:
-        layer.register_buffer(f"{entry}_up", up.to(weight.device, weight.dtype).detach(), persistent=False)
-        layer.register_buffer(f"{entry}_down", down.to(weight.device, weight.dtype).detach(), persistent=False)
-    layer.lora_deltas[entry] = factor
+    attach_delta(layer, {nn.Linear: LoraLinear}, entry, factor, up, down, dense,
+                 factor_dtype=layer.weight.dtype, dense_dtype=torch.float32)
 
 
 def remove_linear_delta(layer: nn.Linear, entry: str) -> None:
     """Detach one delta; the layer becomes a plain nn.Linear again when none is left."""
-    if not isinstance(layer, LoraLinear) or entry not in layer.lora_deltas:
+    detach_delta(layer, {nn.Linear: LoraLinear}, entry)
+
+
+def attach_delta(
+    layer: nn.Module, lora_classes: dict[type, type], entry: str, factor: float, up: torch.Tensor | None,
+    down: torch.Tensor | None, dense: torch.Tensor | None, factor_dtype: torch.dtype | None = None,
+    dense_dtype: torch.dtype | None = None,
+) -> None:
+    """Attach one delta as non-persistent buffers `<entry>_up`/`_down` or `<entry>_dense` on the layer's device,
+    switching the layer's class to its delta-carrying subclass (`lora_classes`: plain class -> subclass). Dtypes
+    None keep the LoRA file's."""
+    if type(layer) in lora_classes:
+        layer.__class__ = lora_classes[type(layer)]
+        layer.lora_deltas = {}
+    elif type(layer) not in lora_classes.values():
+        expected = " or ".join(plain.__name__ for plain in lora_classes)
+        raise TypeError(f"these LoRA deltas need a {expected} layer; found {type(layer).__name__}")
+    if entry in layer.lora_deltas:
+        raise ValueError(f"LoRA delta '{entry}' is already attached to this layer")
+    device = layer.weight.device
+    # detach(): buffers of their own (offloading re-points their data), sharing storage with the parsed LoRA
+    if dense is not None:
+        layer.register_buffer(f"{entry}_dense", dense.to(device=device, dtype=dense_dtype).detach(), persistent=False)
+    else:
+        layer.register_buffer(f"{entry}_up", up.to(device=device, dtype=factor_dtype).detach(), persistent=False)
+        layer.register_buffer(f"{entry}_down", down.to(device=device, dtype=factor_dtype).detach(), persistent=False)
+    layer.lora_deltas[entry] = factor
+
+
+def detach_delta(layer: nn.Module, lora_classes: dict[type, type], entry: str) -> None:
+    """Remove one delta attached by `attach_delta`; the layer gets its plain class back when none is left."""
+    plain_classes = {lora_class: plain for plain, lora_class in lora_classes.items()}
+    if type(layer) not in plain_classes or entry not in layer.lora_deltas:
         raise ValueError(f"LoRA delta '{entry}' is not attached to this layer")
     del layer.lora_deltas[entry]
     for suffix in ("dense", "up", "down"):
@@ -81,4 +100,4 @@ def remove_linear_delta(layer: nn.Linear, entry: str) -> None:
             delattr(layer, f"{entry}_{suffix}")
     if not layer.lora_deltas:
         del layer.lora_deltas
-        layer.__class__ = nn.Linear
+        layer.__class__ = plain_classes[type(layer)]
