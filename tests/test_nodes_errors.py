@@ -44,7 +44,7 @@ def root(tmp_path_factory, monkeypatch_module) -> Path:
 def write_wrong_files(models: Path, inputs: Path) -> None:
     """Files of the wrong kind, incomplete or damaged, in the folders the nodes read."""
     dit_file, vae_file = models / "diffusion_models" / FILES["dit"], models / "vae" / FILES["vae"]
-    (models / "loras").mkdir()
+    (models / "loras").mkdir(exist_ok=True)  # write_tiny_models made it (the tiny LoRA)
     (models / "sam2").mkdir()
     dit = load_file(str(dit_file))
     animate_only = ("pose_patch_embedding.", "motion_encoder.", "face_encoder.", "face_adapter.")
