@@ -121,7 +121,8 @@ def main() -> None:
 
     print(json.dumps({
         "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
-        "workers": args.workers, "sharded": workers.sharded, "tokens": tokens, "dim": config.dim, "layers": config.num_layers,
+        "workers": args.workers, "sharded": workers.sharded,
+        "rank0_weight_gib": round(workers.rank_weight_bytes / 2**30, 3), "tokens": tokens, "dim": config.dim, "layers": config.num_layers,
         "in_process_s_per_step": round(local_s, 4), "workers_s_per_step": round(worker_s, 4),
         "overhead_ms_per_step": round((worker_s - local_s) * 1000, 1),
         "speedup": round(local_s / worker_s, 3), "worker_startup_s": round(startup_s, 1),

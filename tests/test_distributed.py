@@ -21,9 +21,10 @@ from conftest import assert_close_golden, golden_root, golden_section
 from test_pipeline_golden import REL, golden_inputs, golden_settings
 from wan_animate.distributed.engine import DiTWorkers, WorkerFailure, shared_workers, shutdown_all, worker_devices
 from wan_animate.distributed.sharding import TokenShard
-from wan_animate.distributed.weight_sharding import should_shard_weights
+from wan_animate.distributed.weight_sharding import effective_setting, should_shard_weights
 from wan_animate.loading.model_handle import DiTOptions
 from wan_animate.pipeline.generate import generate
+from wan_animate.runtime.memory import module_bytes
 
 FLOAT32 = DiTOptions(dtype=torch.float32)
 
@@ -93,6 +94,7 @@ def test_forward_equals_single_process(workers, golden_dit, grid):
     with workers.session((), tokens=8, device="cpu") as dit:
         ours = dit(*inputs)
         again = dit(inputs[0] * 0.5, *inputs[1:])  # conditions sent once, reused by the second step
+    assert workers.sharded is False and workers.rank_weight_bytes == workers.model_bytes  # auto on the CPU: replicated
     assert_close_golden(ours, expected, REL, f"{workers.world_size} workers forward {grid}")
     assert_close_golden(again, golden_dit(inputs[0] * 0.5, *inputs[1:]), REL, "second step")
 
@@ -162,6 +164,8 @@ def test_sharded_weights_forward_equals_single_process(golden_dit):
             ours = dit(*inputs)
             again = dit(inputs[0] * 0.5, *inputs[1:])
         assert group.sharded is True
+        blocks = module_bytes(golden_dit.blocks)  # rank 0 keeps about half of them, the rest whole
+        assert abs(group.rank_weight_bytes - (group.model_bytes - blocks / 2)) <= 0.05 * blocks
         assert_close_golden(ours, golden_dit(*inputs), REL, "2 workers, sharded weights")
         assert_close_golden(again, golden_dit(inputs[0] * 0.5, *inputs[1:]), REL, "sharded, second step")
         with pytest.raises(ValueError, match="LoRAs cannot be applied to weights sharded"):
@@ -181,6 +185,13 @@ def test_shard_weights_planner():
     assert not should_shard_weights("auto", "cuda", 28 * GIB, 4 * GIB, 33 * GIB)
     assert not should_shard_weights("auto", "cpu", 28 * GIB, 6 * GIB, None)
     assert should_shard_weights("on", "cpu", 1, 1, None) and not should_shard_weights("off", "cuda", 9 * GIB, 0, 1)
+    # auto becomes off for LoRA jobs, fp8/GGUF weights and options that cannot shard; on with fp8/GGUF is refused
+    assert effective_setting("auto", False, True, True) == "auto"
+    assert [effective_setting("auto", *flags) for flags in [(True, True, True), (False, False, True),
+                                                            (False, True, False)]] == ["off"] * 3
+    assert effective_setting("on", True, True, True) == "on"  # the engine refuses the LoRAs with a message
+    with pytest.raises(ValueError, match="shard_weights 'on' needs 16/32-bit float weights"):
+        effective_setting("on", False, False, True)
     with pytest.raises(ValueError, match="shard_weights is 'yes'"):
         should_shard_weights("yes", "cuda", 1, 1, 1)
     with pytest.raises(ValueError, match="shard_weights 'on' needs weight storage 'default'"):

@@ -77,6 +77,7 @@ class DiTWorkers:
         self.config: WanAnimateConfig = ready[0][1]
         self.model_bytes: int = ready[0][2]  # weights of the whole model
         self.sharded: bool | None = None  # whether the blocks' weights are sharded (FSDP2); decided by the first job
+        self.rank_weight_bytes: int | None = None  # weights rank 0 holds in the current job (its slices when sharded)
 
     @property
     def world_size(self) -> int:
@@ -94,7 +95,7 @@ class DiTWorkers:
                              f"shard_weights is {self.options.shard_weights!r}); remove the LoRAs or set "
                              "shard_weights to 'off'")
         self._send_all(("begin", tuple(loras), math.ceil(tokens / self.world_size)))
-        (self.sharded,) = self._receive("begun")
+        self.sharded, self.rank_weight_bytes = self._receive("begun")
         try:
             yield WorkerDiT(self, torch.device(device))
         finally:

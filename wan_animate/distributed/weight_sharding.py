@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
 
 from ..model.dit import WanAnimateDiT
 
@@ -24,6 +25,17 @@ def has_plain_weights(model: WanAnimateDiT) -> bool:
     is what FSDP2 shards and all-gathers."""
     tensors = [*model.blocks.parameters(), *model.blocks.buffers()]
     return all(t.dtype in PLAIN_DTYPES and type(t) in (torch.Tensor, torch.nn.Parameter) for t in tensors)
+
+
+def effective_setting(setting: str, has_loras: bool, plain_weights: bool, options_allow: bool) -> str:
+    """The setting the planner applies: "auto" becomes "off" for a job with LoRAs, fp8 or GGUF weights, or options
+    that cannot be sharded (block offloading is then the fallback); "on" with fp8 or GGUF weights is refused."""
+    if setting == "on" and not plain_weights:
+        raise ValueError("shard_weights 'on' needs 16/32-bit float weights; the model stores fp8 or quantised (GGUF) "
+                         "transformer weights: set shard_weights to 'off' or load a bf16 file")
+    if setting == "auto" and (has_loras or not plain_weights or not options_allow):
+        return "off"
+    return setting
 
 
 def should_shard_weights(
@@ -50,3 +62,10 @@ def shard_blocks(model: WanAnimateDiT, device: torch.device) -> None:
     for name, child in model.named_children():
         if name != "blocks":
             child.to(device)
+
+
+def local_weight_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the weights this rank holds: its slices of sharded parameters, the whole of the others."""
+    tensors = [*model.parameters(), *model.buffers()]
+    local = [t.to_local() if isinstance(t, DTensor) else t for t in tensors]
+    return sum(t.numel() * t.element_size() for t in local)

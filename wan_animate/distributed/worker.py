@@ -3,7 +3,7 @@
 Started by `DiTWorkers` through torch.multiprocessing (spawn), one process per device, joined in one torch.distributed
 process group (NCCL on GPUs, gloo on the CPU). Messages on the worker's command queue:
   ("begin", loras, tokens)  place the model with these LoRAs for forwards of `tokens` tokens per rank (one job);
-                            rank 0 answers ("begun", sharded). The first job decides, the same on every rank, whether
+                            rank 0 answers ("begun", sharded, its weight bytes). The first job decides, the same on every rank, whether
                             the blocks' weights are sharded (FSDP2, weight_sharding.py); a sharded model stays placed
   ("face", face_pixels)     rank 0 only: encode_face; answered ("face", motion_vec)
   ("step", inputs)          one forward, every rank; rank 0 answers ("step", prediction). An input given as None is
@@ -29,7 +29,13 @@ from ..runtime.attention import attention_backend
 from ..runtime.devices import free_memory_bytes
 from ..runtime.memory import estimate_activation_bytes, module_bytes
 from .forward import sequence_parallel_forward
-from .weight_sharding import has_plain_weights, shard_blocks, should_shard_weights
+from .weight_sharding import (
+    effective_setting,
+    has_plain_weights,
+    local_weight_bytes,
+    shard_blocks,
+    should_shard_weights,
+)
 
 STEP_INPUTS = ("x", "t", "context", "clip_fea", "y", "pose_latents", "motion_vec")
 PARENT_POLL_S = 1.0
@@ -95,7 +101,7 @@ def _serve(rank: int, base: DiTHandle, device: torch.device, commands, results, 
                 model = job.enter_context(replace(base, loras=loras).activate(device, tokens))
             last.clear()
             if rank == 0:
-                results.put(("begun", sharded))
+                results.put(("begun", sharded, local_weight_bytes(model)))
         elif kind == "face":
             results.put(("face", model.encode_face(message[1].to(device)).cpu()))
         elif kind == "step":
@@ -115,16 +121,10 @@ def _serve(rank: int, base: DiTHandle, device: torch.device, commands, results, 
 
 def _decide_sharding(base: DiTHandle, device: torch.device, has_loras: bool, tokens: int) -> bool:
     """Whether to shard (and if so, shard now): the planner's choice on each rank, sharded if any rank needs it so
-    that every rank runs the same collectives. "auto" does not shard LoRA jobs, fp8 or GGUF weights, or options that
-    cannot be sharded (then block offloading is the fallback)."""
-    setting = base.options.shard_weights
+    that every rank runs the same collectives."""
     model = base.model()
-    plain = has_plain_weights(model)
-    if setting == "on" and not plain:
-        raise ValueError(f"shard_weights 'on' needs 16/32-bit float weights; {base.path} stores fp8 or quantised "
-                         "(GGUF) transformer weights: set shard_weights to 'off' or load a bf16 file")
-    if setting == "auto" and (has_loras or not plain or not base.options.can_shard_weights):
-        setting = "off"
+    setting = effective_setting(base.options.shard_weights, has_loras, has_plain_weights(model),
+                                base.options.can_shard_weights)
     config = model.config
     activations = estimate_activation_bytes(tokens, config.dim, config.ffn_dim, base.options.dtype)
     free = free_memory_bytes(device) if device.type == "cuda" else None
