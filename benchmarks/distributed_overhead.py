@@ -8,6 +8,7 @@ With --workers 1 the difference is the engine's own cost (queues, host copies of
 
   python benchmarks/distributed_overhead.py                       # 1 worker vs in-process (one GPU)
   python benchmarks/distributed_overhead.py --workers 2           # on a machine with 2 GPUs: the speed-up
+  python benchmarks/distributed_overhead.py --shard-weights on    # the same with the blocks sharded (FSDP2)
   python benchmarks/distributed_overhead.py --device cpu --tiny   (smoke run of the script itself, gloo)
 """
 from __future__ import annotations
@@ -46,6 +47,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--frames", type=int, default=77, help="video frames (4k+1)")
     p.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up")
+    p.add_argument("--shard-weights", default="off", choices=["auto", "on", "off"],
+                   help="the workers' FSDP2 weight sharding (on: the cost of gathering each block every step)")
     return p.parse_args()
 
 
@@ -108,7 +111,7 @@ def main() -> None:
 
         devices = [f"cuda:{i}" for i in range(args.workers)] if device.type == "cuda" else ["cpu"] * args.workers
         started = time.perf_counter()
-        workers = DiTWorkers(path, DiTOptions(dtype=dtype), devices)
+        workers = DiTWorkers(path, DiTOptions(dtype=dtype, shard_weights=args.shard_weights), devices)
         startup_s = time.perf_counter() - started
         try:
             with workers.session((), tokens, device) as dit:
@@ -118,7 +121,8 @@ def main() -> None:
 
     print(json.dumps({
         "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
-        "workers": args.workers, "tokens": tokens, "dim": config.dim, "layers": config.num_layers,
+        "workers": args.workers, "sharded": workers.sharded,
+        "rank0_weight_gib": round(workers.rank_weight_bytes / 2**30, 3), "tokens": tokens, "dim": config.dim, "layers": config.num_layers,
         "in_process_s_per_step": round(local_s, 4), "workers_s_per_step": round(worker_s, 4),
         "overhead_ms_per_step": round((worker_s - local_s) * 1000, 1),
         "speedup": round(local_s / worker_s, 3), "worker_startup_s": round(startup_s, 1),

@@ -168,7 +168,8 @@ class WanAnimateSampler:
         workspace = vae.workspace_bytes(segment_length, height, width)
         if model.options.gpus > 1:
             workers = workers_for(model, device)
-            config, weight_bytes = workers.config, workers.model_bytes
+            config = workers.config
+            weight_bytes = workers.rank_weight_bytes if workers.sharded else workers.model_bytes  # on GPU 0
             session = workers.session(model.loras, tokens, device)
             tokens = -(-tokens // model.options.gpus)  # per GPU
         else:

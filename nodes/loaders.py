@@ -66,9 +66,13 @@ class WanAnimateModelLoader:
                 "gpus": ("INT", {"default": 1, "min": 1, "max": 16,
                                  "tooltip": "GPUs that share each sampling step (sequence parallel): > 1 runs the "
                                             "model in one worker process per GPU (cuda:0..gpus-1), each holding "
-                                            "the weights"}),
+                                            "the weights unless shard_weights shards them"}),
                 "fp8_matmul": ("BOOLEAN", {"default": False, "tooltip": "fp8 (e4m3) weights multiply on fp8 tensor "
                                                                      "cores (RTX 40xx, H100 and later; others upcast)"}),
+                "shard_weights": (["auto", "on", "off"], {
+                    "default": "auto",
+                    "tooltip": "gpus > 1: 'on' splits each transformer block's weights over the GPUs (FSDP2; "
+                               "bf16/fp32 files, no LoRAs), 'auto' does when the model does not fit one GPU"}),
             },
         }
 
@@ -78,10 +82,10 @@ class WanAnimateModelLoader:
     CATEGORY = CATEGORY
 
     def load(self, model_name, compute_dtype, weight_storage, attention, offload_blocks, prefetch_blocks=1,
-             compile=False, gpus=1, fp8_matmul=False):
+             compile=False, gpus=1, fp8_matmul=False, shard_weights="auto"):
         offload = _offload_setting(offload_blocks)
         options = DiTOptions(DTYPES[compute_dtype], weight_storage, attention, offload, prefetch_blocks, compile,
-                             gpus, fp8_matmul)
+                             gpus, fp8_matmul, shard_weights=shard_weights)
         handle = DiTHandle(model_path("diffusion_models", model_name), options)
         with _naming_file("model_name", model_name):
             if gpus > 1:

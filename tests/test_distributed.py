@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,10 @@ from conftest import assert_close_golden, golden_root, golden_section
 from test_pipeline_golden import REL, golden_inputs, golden_settings
 from wan_animate.distributed.engine import DiTWorkers, WorkerFailure, shared_workers, shutdown_all, worker_devices
 from wan_animate.distributed.sharding import TokenShard
+from wan_animate.distributed.weight_sharding import effective_setting, should_shard_weights
 from wan_animate.loading.model_handle import DiTOptions
 from wan_animate.pipeline.generate import generate
+from wan_animate.runtime.memory import module_bytes
 
 FLOAT32 = DiTOptions(dtype=torch.float32)
 
@@ -91,6 +94,7 @@ def test_forward_equals_single_process(workers, golden_dit, grid):
     with workers.session((), tokens=8, device="cpu") as dit:
         ours = dit(*inputs)
         again = dit(inputs[0] * 0.5, *inputs[1:])  # conditions sent once, reused by the second step
+    assert workers.sharded is False and workers.rank_weight_bytes == workers.model_bytes  # auto on the CPU: replicated
     assert_close_golden(ours, expected, REL, f"{workers.world_size} workers forward {grid}")
     assert_close_golden(again, golden_dit(inputs[0] * 0.5, *inputs[1:]), REL, "second step")
 
@@ -135,8 +139,9 @@ def test_worker_failure_and_death_fail_the_call_and_the_next_run_starts_fresh_wo
         second = shared_workers(golden_dit_path(), FLOAT32, devices)
         assert second is not first and second.alive
         os.kill(second._processes.processes[1].pid, signal.SIGKILL)
-        with second.session((), 8, "cpu") as dit, pytest.raises(WorkerFailure, match=r"worker 1 \(cpu\) died"):
-            dit(*step_inputs(config, 2, 4, 4, seed=0))
+        with pytest.raises(WorkerFailure, match=r"worker 1 \(cpu\) died"):  # found by the session's start or step
+            with second.session((), 8, "cpu") as dit:
+                dit(*step_inputs(config, 2, 4, 4, seed=0))
         assert not second.alive
     finally:
         shutdown_all()
@@ -149,3 +154,46 @@ def test_worker_devices_check_the_request():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="gpus is 2 but 0 CUDA GPU"):
             worker_devices(2, "cuda:0")
+
+
+def test_sharded_weights_forward_equals_single_process(golden_dit):
+    group = DiTWorkers(golden_dit_path(), replace(FLOAT32, shard_weights="on"), ["cpu"] * 2)
+    try:
+        inputs = step_inputs(golden_dit.config, 3, 2, 6, seed=1)
+        with group.session((), tokens=8, device="cpu") as dit:
+            ours = dit(*inputs)
+            again = dit(inputs[0] * 0.5, *inputs[1:])
+        assert group.sharded is True
+        blocks = module_bytes(golden_dit.blocks)  # rank 0 keeps about half of them, the rest whole
+        assert abs(group.rank_weight_bytes - (group.model_bytes - blocks / 2)) <= 0.05 * blocks
+        assert_close_golden(ours, golden_dit(*inputs), REL, "2 workers, sharded weights")
+        assert_close_golden(again, golden_dit(inputs[0] * 0.5, *inputs[1:]), REL, "sharded, second step")
+        with pytest.raises(ValueError, match="LoRAs cannot be applied to weights sharded"):
+            with group.session((("some_lora.safetensors", 1.0),), tokens=8, device="cpu"):
+                pass
+        assert group.alive
+    finally:
+        group.shutdown()
+
+
+GIB = 1 << 30
+
+
+def test_shard_weights_planner():
+    # auto: shards on CUDA only when the whole model plus one forward's activations exceed the free memory
+    assert should_shard_weights("auto", "cuda", 28 * GIB, 6 * GIB, 33 * GIB)
+    assert not should_shard_weights("auto", "cuda", 28 * GIB, 4 * GIB, 33 * GIB)
+    assert not should_shard_weights("auto", "cpu", 28 * GIB, 6 * GIB, None)
+    assert should_shard_weights("on", "cpu", 1, 1, None) and not should_shard_weights("off", "cuda", 9 * GIB, 0, 1)
+    # auto becomes off for LoRA jobs, fp8/GGUF weights and options that cannot shard; on with fp8/GGUF is refused
+    assert effective_setting("auto", False, True, True) == "auto"
+    assert [effective_setting("auto", *flags) for flags in [(True, True, True), (False, False, True),
+                                                            (False, True, False)]] == ["off"] * 3
+    assert effective_setting("on", True, True, True) == "on"  # the engine refuses the LoRAs with a message
+    with pytest.raises(ValueError, match="shard_weights 'on' needs 16/32-bit float weights"):
+        effective_setting("on", False, False, True)
+    with pytest.raises(ValueError, match="shard_weights is 'yes'"):
+        should_shard_weights("yes", "cuda", 1, 1, 1)
+    with pytest.raises(ValueError, match="shard_weights 'on' needs weight storage 'default'"):
+        DiTOptions(storage="fp8_e4m3fn", shard_weights="on")
+    assert not DiTOptions(offload=4).can_shard_weights and DiTOptions(offload="auto").can_shard_weights

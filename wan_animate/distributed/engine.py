@@ -75,7 +75,9 @@ class DiTWorkers:
             )
         ready = [self._receive("ready") for _ in self.devices]
         self.config: WanAnimateConfig = ready[0][1]
-        self.model_bytes: int = ready[0][2]  # weights per worker
+        self.model_bytes: int = ready[0][2]  # weights of the whole model
+        self.sharded: bool | None = None  # whether the blocks' weights are sharded (FSDP2); decided by the first job
+        self.rank_weight_bytes: int | None = None  # weights rank 0 holds in the current job (its slices when sharded)
 
     @property
     def world_size(self) -> int:
@@ -88,7 +90,12 @@ class DiTWorkers:
     @contextmanager
     def session(self, loras: tuple, tokens: int, device: torch.device | str) -> Iterator["WorkerDiT"]:
         """One job: the workers place the model with `loras` for forwards of `tokens` tokens (split over them)."""
+        if loras and (self.options.shard_weights == "on" or self.sharded):
+            raise ValueError("LoRAs cannot be applied to weights sharded over the GPUs (the Model Loader's "
+                             f"shard_weights is {self.options.shard_weights!r}); remove the LoRAs or set "
+                             "shard_weights to 'off'")
         self._send_all(("begin", tuple(loras), math.ceil(tokens / self.world_size)))
+        self.sharded, self.rank_weight_bytes = self._receive("begun")
         try:
             yield WorkerDiT(self, torch.device(device))
         finally:

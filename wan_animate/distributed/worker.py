@@ -2,7 +2,9 @@
 
 Started by `DiTWorkers` through torch.multiprocessing (spawn), one process per device, joined in one torch.distributed
 process group (NCCL on GPUs, gloo on the CPU). Messages on the worker's command queue:
-  ("begin", loras, tokens)  place the model with these LoRAs for forwards of `tokens` tokens per rank (one job)
+  ("begin", loras, tokens)  place the model with these LoRAs for forwards of `tokens` tokens per rank (one job);
+                            rank 0 answers ("begun", sharded, its weight bytes). The first job decides, the same on every rank, whether
+                            the blocks' weights are sharded (FSDP2, weight_sharding.py); a sharded model stays placed
   ("face", face_pixels)     rank 0 only: encode_face; answered ("face", motion_vec)
   ("step", inputs)          one forward, every rank; rank 0 answers ("step", prediction). An input given as None is
                             the same tensor as in the previous step (sent once per segment, not once per step)
@@ -23,8 +25,17 @@ import torch
 import torch.distributed as dist
 
 from ..loading.model_handle import DiTHandle, DiTOptions
-from ..runtime.memory import module_bytes
+from ..runtime.attention import attention_backend
+from ..runtime.devices import free_memory_bytes
+from ..runtime.memory import estimate_activation_bytes, module_bytes
 from .forward import sequence_parallel_forward
+from .weight_sharding import (
+    effective_setting,
+    has_plain_weights,
+    local_weight_bytes,
+    shard_blocks,
+    should_shard_weights,
+)
 
 STEP_INPUTS = ("x", "t", "context", "clip_fea", "y", "pose_latents", "motion_vec")
 PARENT_POLL_S = 1.0
@@ -65,6 +76,7 @@ def run_worker(
 def _serve(rank: int, base: DiTHandle, device: torch.device, commands, results, parent: int) -> None:
     job = ExitStack()
     model = None
+    sharded: bool | None = None  # decided by the first job
     last: dict[str, torch.Tensor] = {}
     while True:
         try:
@@ -80,8 +92,16 @@ def _serve(rank: int, base: DiTHandle, device: torch.device, commands, results, 
         if kind == "begin":
             _, loras, tokens = message
             job.close()
-            model = job.enter_context(replace(base, loras=loras).activate(device, tokens))
+            if sharded is None:
+                sharded = _decide_sharding(base, device, bool(loras), tokens)
+            if sharded:  # the parent refuses LoRAs for a sharded model
+                model = base.model()
+                job.enter_context(attention_backend(base.options.attention))
+            else:
+                model = job.enter_context(replace(base, loras=loras).activate(device, tokens))
             last.clear()
+            if rank == 0:
+                results.put(("begun", sharded, local_weight_bytes(model)))
         elif kind == "face":
             results.put(("face", model.encode_face(message[1].to(device)).cpu()))
         elif kind == "step":
@@ -97,3 +117,20 @@ def _serve(rank: int, base: DiTHandle, device: torch.device, commands, results, 
             last.clear()
         else:
             raise ValueError(f"unknown worker command {kind!r}")
+
+
+def _decide_sharding(base: DiTHandle, device: torch.device, has_loras: bool, tokens: int) -> bool:
+    """Whether to shard (and if so, shard now): the planner's choice on each rank, sharded if any rank needs it so
+    that every rank runs the same collectives."""
+    model = base.model()
+    setting = effective_setting(base.options.shard_weights, has_loras, has_plain_weights(model),
+                                base.options.can_shard_weights)
+    config = model.config
+    activations = estimate_activation_bytes(tokens, config.dim, config.ffn_dim, base.options.dtype)
+    free = free_memory_bytes(device) if device.type == "cuda" else None
+    wanted = should_shard_weights(setting, device.type, module_bytes(model), activations, free)
+    flag = torch.tensor([int(wanted)], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item():
+        shard_blocks(model, device)
+    return bool(flag.item())

@@ -55,6 +55,9 @@ class DiTOptions:
     fp8_matmul: fp8-stored (e4m3) layers multiply in fp8 on GPUs that have it (see runtime/fp8.py).
     keep_on_device: a model that ran fully resident (no block offloading) stays on the GPU after `activate` instead
     of being parked in host memory; `park()` moves it back (the host's memory management calls it to evict).
+    shard_weights (gpus > 1): "on" shards each transformer block's weights over the workers (FSDP2), "off" replicates
+    them, "auto" shards on GPUs when the whole model does not fit (wan_animate.distributed.weight_sharding); sharding
+    needs 16/32-bit float weights, offload 0 or "auto" (then ignored), no compile, and no LoRAs.
     """
 
     dtype: torch.dtype = torch.bfloat16
@@ -66,12 +69,23 @@ class DiTOptions:
     gpus: int = 1
     fp8_matmul: bool = False
     keep_on_device: bool = True
+    shard_weights: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.shard_weights not in ("auto", "on", "off"):
+            raise ValueError(f"shard_weights is {self.shard_weights!r}; expected 'auto', 'on' or 'off'")
+        if self.shard_weights == "on" and not self.can_shard_weights:
+            raise ValueError("shard_weights 'on' needs weight storage 'default', offload 0 or 'auto' and compile "
+                             f"off (found storage {self.storage!r}, offload {self.offload!r}, compile {self.compile})")
         if self.storage not in STORAGE:
             raise ValueError(f"weight storage is {self.storage!r}; expected one of {sorted(STORAGE)}")
         if self.gpus < 1:
             raise ValueError(f"gpus is {self.gpus}; expected 1 or more")
+
+    @property
+    def can_shard_weights(self) -> bool:
+        """Whether these options allow FSDP2 weight sharding (plain floating-point weights, all on the GPU)."""
+        return self.storage == "default" and self.offload in (0, "auto") and not self.compile
 
 
 @dataclass
