@@ -4,12 +4,10 @@ from __future__ import annotations
 import os
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
-from wan_animate.io.embeddings import EXPECTED_RANKS, EXPECTED_SHAPES, Embeddings, save_embeddings
+from wan_animate.io.embeddings import Embeddings, read_embeddings, save_embeddings
 
-from .checks import absent_conditioning, all_finite, clip_features, conditioning_tokens
+from .checks import absent_conditioning, clip_features, conditioning_tokens
 from .comfy_compat import input_directory, output_directory
 
 CATEGORY = "WanAnimate/conditioning"
@@ -60,28 +58,13 @@ class WanAnimateLoadEmbeddings:
             path = file if os.path.isabs(file) else os.path.join(input_directory(), file)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"file '{file}' was not found in the input folder ({input_directory()})")
-        try:
-            tensors = load_file(path)
-        except SafetensorError as error:
-            raise ValueError(f"file '{file}' is not a readable .safetensors file: {error}") from error
-        missing = [k for k in ("context", "clip_fea") if k not in tensors]
-        if missing:
-            raise ValueError(f"file '{file}': missing tensors {missing}; expected context [L, 4096], clip_fea "
-                             f"[1, 257, 1280] and optionally context_null; found {sorted(tensors)}")
-        for name, rank in EXPECTED_RANKS.items():
-            if name in tensors and tensors[name].ndim != rank:
-                raise ValueError(f"file '{file}': {name} has shape {tuple(tensors[name].shape)}; expected "
-                                 f"{EXPECTED_SHAPES[name]}")
-        for name in EXPECTED_RANKS:
-            if name in tensors and not all_finite(tensors[name]):
-                raise ValueError(f"file '{file}': {name} holds NaN or infinite values; save the embeddings again "
-                                 "from the encoders")
-        positive = [[tensors["context"][None].float(), {}]]
-        if "context_null" in tensors:
-            negative = [[tensors["context_null"][None].float(), {}]]
+        embeddings = read_embeddings(path, name=f"file '{file}'")
+        positive = [[embeddings.context[None], {}]]
+        if embeddings.context_null is not None:
+            negative = [[embeddings.context_null[None], {}]]
         else:  # zeros for other nodes; the Sampler refuses cfg > 1 with it, naming the file
             negative = absent_conditioning(positive[0][0], f"file '{file}' (Load Embeddings) has no context_null")
-        return (positive, negative, ClipVisionFeatures(tensors["clip_fea"].float()))
+        return (positive, negative, ClipVisionFeatures(embeddings.clip_fea))
 
 
 class WanAnimateSaveEmbeddings:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
-import threading
 import uuid
 from email.parser import BytesParser
 from email.policy import HTTP
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
+from file_server import LoopbackServer
 
-class StubComfyUI:
+
+class StubComfyUI(LoopbackServer):
     """Just enough of ComfyUI's HTTP API: uploads, /prompt (with rejection), /history (with failure), /view.
 
     Uploads follow ComfyUI 0.8's rule: without overwrite=true an identical file keeps its name and a different one
@@ -108,9 +109,7 @@ class StubComfyUI:
                     return self._json(200, {"prompt_id": prompt_id, "number": 1, "node_errors": {}})
                 self._json(404, {})
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+        self._listen(Handler, port)
 
     def store_upload(self, name: str, data: bytes, overwrite: bool) -> str:
         stem, dot, suffix = name.rpartition(".")
@@ -144,14 +143,6 @@ class StubComfyUI:
                                                           "messages": [["execution_error", error]]}}}
         return {prompt_id: {"outputs": {"4": {"images": self.outputs}},
                             "status": {"status_str": "success", "completed": True, "messages": []}}}
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 def serve_forever(argv: list[str]) -> None:

@@ -15,7 +15,24 @@ class Served:
     redirect_to: str | None = None  # answer 302 to this path (with `headers`) instead of the body
 
 
-class FileServer:
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 (`url`), serving from a daemon thread while inside `with`."""
+
+    def _listen(self, handler: type[BaseHTTPRequestHandler], port: int = 0) -> None:
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class FileServer(LoopbackServer):
     """Serves `files` (path -> Served) with Range support; `requests` records (path, Range header)."""
 
     def __init__(self):
@@ -71,14 +88,4 @@ class FileServer:
                     return
                 self.wfile.write(chunk)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,), daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._listen(Handler)

@@ -6,6 +6,7 @@ import pytest
 
 import comfyui_server as harness
 import comfyui_workflows as workflows
+from wan_animate.comfyui_process import PACK_LINK_NAME, ComfyUIStartError, link_pack
 
 OBJECT_INFO = {
     "LoadImage": {"input": {"required": {"image": [["a.png", "b.png"], {"image_upload": True}]}},
@@ -79,15 +80,15 @@ def test_link_pack_creates_reuses_and_refuses(tmp_path):
     pack.mkdir()
     comfy = tmp_path / "comfy"
     comfy.mkdir()
-    link = harness.link_pack(comfy, pack)
-    assert link == comfy / "custom_nodes" / harness.PACK_LINK_NAME and link.resolve() == pack
+    link = link_pack(comfy, pack)
+    assert link == comfy / "custom_nodes" / PACK_LINK_NAME and link.resolve() == pack
     (comfy / "custom_nodes" / "aaa_other_name").symlink_to(pack)
-    assert harness.link_pack(comfy, pack) == comfy / "custom_nodes" / "aaa_other_name"
+    assert link_pack(comfy, pack) == comfy / "custom_nodes" / "aaa_other_name"
 
     other = tmp_path / "other"
     other.mkdir()
-    with pytest.raises(FileExistsError, match="is not this pack"):
-        harness.link_pack(comfy, other)
+    with pytest.raises(ComfyUIStartError, match="is not this checkout"):
+        link_pack(comfy, other)
 
 
 def test_extra_paths_yaml_lists_probe_nodes_and_asset_folders(tmp_path):

@@ -23,7 +23,7 @@ from wan_animate import run
 from wan_animate.workflow_files import REPO_ROOT
 
 pytestmark = pytest.mark.comfyui
-LAUNCHER = REPO_ROOT / "tests" / "comfyui_server.py"
+LAUNCHER = REPO_ROOT / "tests" / "comfyui_launcher.py"
 TINY_MODELS = {"dit": ("diffusion_models", 1), "vae": ("vae", 2), "detector": ("detection", 3),
                "pose": ("detection", 3)}  # key -> (models/ folder, node id in the UI twin)
 

@@ -526,32 +526,44 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workflow", required=True, help="API-format workflow JSON (workflows/api/*.json)")
     parser.add_argument("--image", help="character image to upload and patch into the workflow")
     parser.add_argument("--video", help="driving video to upload and patch into the workflow")
-    parser.add_argument("--image-node", help="ID or ID.INPUT that receives the image (overrides the default rules)")
-    parser.add_argument("--video-node", help="ID or ID.INPUT that receives the video (overrides the default rules)")
-    parser.add_argument("--set", action="append", default=[], metavar="ID.INPUT=VALUE",
-                        help="override one node input (VALUE parsed as JSON when possible); repeatable")
     parser.add_argument("--out", default="out", help="folder for the downloaded outputs")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace files of the same name in --out (default: keep them, save as 'name (1).ext')")
-    parser.add_argument("--timeout", type=float, default=6 * 3600.0, help="seconds to wait for the run")
-    parser.add_argument("--http-timeout", type=float, default=60.0, help="seconds for each HTTP request")
+    add_job_arguments(parser)
     parser.add_argument("--include-previews", action="store_true", help="also download temp (preview) images")
     parser.add_argument("--quiet", action="store_true", help="do not print progress")
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options this command and `wan_animate.run` share: input targets, overrides, --overwrite, timeouts."""
+    parser.add_argument("--image-node", help="ID or ID.INPUT that receives the image (overrides the default rules)")
+    parser.add_argument("--video-node", help="ID or ID.INPUT that receives the video (overrides the default rules)")
+    parser.add_argument("--set", action="append", default=[], metavar="ID.INPUT=VALUE",
+                        help="override one node input (VALUE parsed as JSON when possible); repeatable")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace files of the same name in --out (default: keep them, save as 'name (1).ext')")
+    parser.add_argument("--timeout", type=float, default=6 * 3600.0, help="seconds to wait for the run")
+    parser.add_argument("--http-timeout", type=float, default=60.0, help="seconds for each HTTP request")
+
+
+def run_and_print(job: Callable[[], list[Path]], errors: tuple[type[Exception], ...]) -> list[Path] | None:
+    """Run a command's job and print each file it wrote; None (after `error: ...` on stderr) when it raised one of
+    `errors`. A job that wrote nothing is said on stderr."""
     try:
-        files = run(args)
-    except (ComfyUIError, ValueError, OSError) as error:  # UnsafePath is a ValueError
+        files = job()
+    except errors as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return None
     for path in files:
         print(path)
     if not files:
         print("the workflow finished but produced no output files", file=sys.stderr)
-    return 0
+    return files
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    files = run_and_print(lambda: run(args), (ComfyUIError, ValueError, OSError))  # UnsafePath is a ValueError
+    return 1 if files is None else 0
 
 
 if __name__ == "__main__":

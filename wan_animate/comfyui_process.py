@@ -96,15 +96,18 @@ class StartedComfyUI:
 
 
 def start_comfyui(comfyui: Path, port: int, log_dir: Path, python: str = sys.executable,
-                  extra_args: list[str] = (), timeout: float = 600.0) -> StartedComfyUI:
-    """Run `python main.py --listen 127.0.0.1 --port PORT *extra_args` in `comfyui`; return once /system_stats answers.
+                  extra_args: list[str] = (), timeout: float = 600.0,
+                  launcher: tuple[str, ...] = ("main.py",)) -> StartedComfyUI:
+    """Run `python *launcher --listen 127.0.0.1 --port PORT *extra_args` in `comfyui`; return once /system_stats
+    answers.
 
-    Its output goes to LOG_DIR/wan_animate_comfyui.log; a start that fails or times out stops the process and raises
-    with the log's last lines.
+    `launcher` is ComfyUI's main.py unless a caller wraps it (the test harness's launcher script). Its output goes to
+    LOG_DIR/wan_animate_comfyui.log; a start that fails or times out stops the process and raises with the log's last
+    lines.
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / LOG_NAME
-    command = [python, "main.py", "--listen", "127.0.0.1", "--port", str(port), *extra_args]
+    command = [python, *launcher, "--listen", "127.0.0.1", "--port", str(port), *extra_args]
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         try:

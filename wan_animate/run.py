@@ -245,14 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--comfyui-args", default="", metavar="ARGS",
                         help="extra arguments for a ComfyUI this command starts, e.g. --comfyui-args='--lowvram'; "
                              "with --base-directory the pack is linked and models are downloaded there")
-    parser.add_argument("--set", action="append", default=[], metavar="ID.INPUT=VALUE",
-                        help="override one node input of the API workflow (VALUE parsed as JSON); repeatable")
-    parser.add_argument("--image-node", help="ID or ID.INPUT that receives the image (default: found by rule)")
-    parser.add_argument("--video-node", help="ID or ID.INPUT that receives the video (default: found by rule)")
-    parser.add_argument("--overwrite", action="store_true", help="replace files of the same name in --out")
-    parser.add_argument("--timeout", type=float, default=6 * 3600.0, help="seconds to wait for the job")
+    comfy.add_job_arguments(parser)
     parser.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to wait for ComfyUI to start")
-    parser.add_argument("--http-timeout", type=float, default=60.0, help="seconds for each HTTP request")
     parser.add_argument("--quiet", action="store_true", help="print only the result paths")
     return parser
 
@@ -260,19 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        files = run(args)
-    except (RunError, comfy.ComfyUIError, ComfyUIStartError, DownloadError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        files = comfy.run_and_print(lambda: run(args), (RunError, comfy.ComfyUIError, ComfyUIStartError,
+                                                         DownloadError, ValueError, OSError))
     except KeyboardInterrupt:
         print("interrupted; a model download resumes when run again", file=sys.stderr)
         return 130
-    for path in files:
-        print(path)
-    if not files:
-        print("the workflow finished but produced no output files", file=sys.stderr)
-        return 1
-    return 0
+    return 0 if files else 1  # None: an error; []: no output files
 
 
 if __name__ == "__main__":

@@ -34,23 +34,28 @@ class Embeddings:
         return {k: v.detach().float().cpu().contiguous() for k, v in named.items() if v is not None}
 
 
-def read_embeddings(path: str | os.PathLike) -> Embeddings:
-    """The embeddings of a file written by `save_embeddings` (or by hand with the same tensor names)."""
+def read_embeddings(path: str | os.PathLike, name: str | None = None) -> Embeddings:
+    """The embeddings of a file written by `save_embeddings` (or by hand with the same tensor names).
+
+    Errors call the file `name` (default: its path in quotes)."""
+    name = f"'{path}'" if name is None else name
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"embeddings file '{path}' does not exist")
+        raise FileNotFoundError(f"embeddings file {name} does not exist")
     try:
         tensors = load_file(str(path))
     except SafetensorError as error:
-        raise ValueError(f"'{path}' is not a readable .safetensors file: {error}") from error
+        raise ValueError(f"{name} is not a readable .safetensors file: {error}") from error
     missing = [k for k in ("context", "clip_fea") if k not in tensors]
     if missing:
-        raise ValueError(f"'{path}': missing tensors {missing}; expected context [L, 4096], clip_fea [1, 257, 1280] "
+        raise ValueError(f"{name}: missing tensors {missing}; expected context [L, 4096], clip_fea [1, 257, 1280] "
                          f"and optionally context_null; found {sorted(tensors)}")
-    embeddings = Embeddings(tensors["context"].float(), tensors["clip_fea"].float(), tensors.get("context_null"))
+    context_null = tensors.get("context_null")
+    embeddings = Embeddings(tensors["context"].float(), tensors["clip_fea"].float(),
+                            None if context_null is None else context_null.float())
     try:
         embeddings.tensors()
     except ValueError as error:
-        raise ValueError(f"'{path}': {error}") from error
+        raise ValueError(f"{name}: {error}; save the embeddings again from the encoders") from error
     return embeddings
 
 

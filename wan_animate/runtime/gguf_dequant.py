@@ -180,22 +180,24 @@ def _k_scale_min(scales: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return sc, mins
 
 
-def _q4_k(blocks: torch.Tensor) -> torch.Tensor:
+def _k_scale_offset(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Q4_K / Q5_K: each 32-value sub-block's scale and offset [n, 8, 1] from d, dmin and the packed 6-bit pairs."""
     n = blocks.shape[0]
     d, dmin = _f16(blocks, 0), _f16(blocks, 2)
     sc, mins = _k_scale_min(blocks[:, 4:16])
-    scale = (d * sc.float()).reshape(n, -1, 1)
-    offset = (dmin * mins.float()).reshape(n, -1, 1)
+    return (d * sc.float()).reshape(n, -1, 1), (dmin * mins.float()).reshape(n, -1, 1)
+
+
+def _q4_k(blocks: torch.Tensor) -> torch.Tensor:
+    n = blocks.shape[0]
+    scale, offset = _k_scale_offset(blocks)
     q = _nibbles(blocks[:, 16:], 32).reshape(n, -1, 32).float()
     return (scale * q - offset).reshape(n, QK_K)
 
 
 def _q5_k(blocks: torch.Tensor) -> torch.Tensor:
     n = blocks.shape[0]
-    d, dmin = _f16(blocks, 0), _f16(blocks, 2)
-    sc, mins = _k_scale_min(blocks[:, 4:16])
-    scale = (d * sc.float()).reshape(n, -1, 1)
-    offset = (dmin * mins.float()).reshape(n, -1, 1)
+    scale, offset = _k_scale_offset(blocks)
     low = _nibbles(blocks[:, 48:], 32).reshape(n, -1, 32)
     high = _bits(blocks[:, 16:48], 32).reshape(n, -1, 32)
     q = (low | (high << 4)).float()
