@@ -175,9 +175,9 @@ class DiTHandle:
 
     def park(self) -> None:
         """Move the loaded model (if any) to host memory and release the GPU's cached blocks."""
-        if self._shared.model is not None and self._shared.model.device.type != "cpu":
-            self._shared.model.to("cpu")
-            release_cached_memory()
+        model = self._shared.model
+        if model is not None and model.device.type != "cpu":
+            self._park(model, model.device, None)
 
     def is_resident(self, device: torch.device | str) -> bool:
         """Whether the loaded model sits on `device` (kept there after the previous run)."""
