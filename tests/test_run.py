@@ -244,3 +244,17 @@ def test_progress_names_nodes_by_their_titles():
     assert stream.getvalue().splitlines() == ["ComfyUI started the job", "running Character image",
                                               "running WanAnimateModelLoader", "  WanAnimateModelLoader: 1/2",
                                               "  WanAnimateModelLoader: 2/2"]
+
+
+@pytest.mark.parametrize("name,directory", [("../../evil.safetensors", "loras"), ("/tmp/evil.safetensors", "loras"),
+                                            ("evil.safetensors", "../outside"), ("evil.safetensors", "/tmp")])
+def test_a_workflow_cannot_download_outside_the_models_folder(tmp_path, name, directory):
+    from wan_animate.safe_files import UnsafePath
+    from wan_animate.workflow_files import ModelFile
+
+    comfyui = tmp_path / "ComfyUI"
+    (comfyui / "models" / "loras").mkdir(parents=True)
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(UnsafePath):
+        run.fetch_models([ModelFile(name, directory, "http://127.0.0.1:9/evil")], comfyui, quiet=True)
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written anywhere
