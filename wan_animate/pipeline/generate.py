@@ -275,7 +275,6 @@ class _SegmentModel:
         self.dit = dit
         self.settings = settings
         self.timesteps = timesteps
-        self.strengths = (1.0, 1.0)
         self.context = context.to(device)
         self.context_null = None if inputs.context_null is None else inputs.context_null.to(device)
         self.clip_fea = inputs.clip_fea.to(device)
@@ -294,12 +293,12 @@ class _SegmentModel:
             self.caches = {branch: StepCache(settings.cache_threshold, settings.steps)
                            for branch in ("cond", "uncond", "without_face")}
 
-    def _run(self, branch: str, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
-             motion: torch.Tensor) -> torch.Tensor:
+    def _run(self, branch: str, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor, motion: torch.Tensor,
+             strengths: tuple[float, float]) -> torch.Tensor:
         def compute() -> torch.Tensor:
-            if self.strengths == (1.0, 1.0):  # the official model: called exactly as without the controls
+            if strengths == (1.0, 1.0):  # the official model: called exactly as without the controls
                 return self.dit(x, t, context, self.clip_fea, self.y, self.pose, motion).float()
-            pose_strength, face_strength = self.strengths
+            pose_strength, face_strength = strengths
             return self.dit(x, t, context, self.clip_fea, self.y, self.pose, motion, pose_strength=pose_strength,
                             face_strength=face_strength).float()
 
@@ -310,14 +309,14 @@ class _SegmentModel:
         return sum(c.reused for c in self.caches.values()), sum(c.calls for c in self.caches.values())
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        self.strengths = self.settings.branch_strengths(step_index(self.timesteps, t))
-        cond = self._run("cond", x, t, self.context, self.motion)
+        strengths = self.settings.branch_strengths(step_index(self.timesteps, t))
+        cond = self._run("cond", x, t, self.context, self.motion, strengths)
         velocity = cond
         if self.settings.guide_scale > 1:
-            uncond = self._run("uncond", x, t, self.context_null, self.motion_black)
+            uncond = self._run("uncond", x, t, self.context_null, self.motion_black, strengths)
             velocity = uncond + self.settings.guide_scale * (cond - uncond)
         if self.settings.face_guide_scale != 1:
-            without_face = self._run("without_face", x, t, self.context, self.motion_black)
+            without_face = self._run("without_face", x, t, self.context, self.motion_black, strengths)
             velocity = velocity + (self.settings.face_guide_scale - 1) * (cond - without_face)
         return velocity
 
