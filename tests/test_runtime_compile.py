@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from helpers_dit import build_tiny_dit
-from wan_animate.model.rope import rope_cos_sin
+from wan_animate.model.rope import rope_tables
 from wan_animate.runtime import attention as attn
 from wan_animate.runtime import compile as compile_module
 from wan_animate.runtime import devices
@@ -74,7 +74,7 @@ def test_compiled_block_has_no_graph_break_from_attention_dispatch(monkeypatch, 
     gen = torch.Generator().manual_seed(0)
     x, time_mod = torch.randn(1, 24, 32, generator=gen), torch.randn(1, 6, 32, generator=gen)
     context_img, context_text = torch.randn(1, 7, 32, generator=gen), torch.randn(1, 5, 32, generator=gen)
-    rope = rope_cos_sin(16, (2, 3, 4), "cpu")
+    rope = rope_tables(16, (2, 3, 4), "cpu")
     try:
         for backend in ("sdpa", "auto", "sage"):
             torch._dynamo.reset()

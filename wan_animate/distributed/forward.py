@@ -12,6 +12,7 @@ import torch.distributed as dist
 
 from ..model.dit import WanAnimateDiT
 from ..model.face_adapter import FaceBlock
+from ..model.rope import RopeTables
 from .sharding import TokenShard
 from .ulysses import UlyssesAttention
 
@@ -33,7 +34,7 @@ def sequence_parallel_forward(
     frames, rows, cols = step.grid
     shard = TokenShard(step.tokens.shape[1], rows * cols, dist.get_rank(group), dist.get_world_size(group))
     tokens = shard.take(step.tokens)  # [1, chunk, dim]
-    rope = tuple(shard.take(part, dim=0) for part in step.rope)  # each [chunk, 1, head_dim / 2]
+    rope = RopeTables(*(shard.take(part, dim=0) for part in step.rope))  # each [chunk, 1, head_dim / 2]
 
     interval = model.config.face_block_interval
     use_ulysses_attention(model, group, shard.tokens)
@@ -41,7 +42,7 @@ def sequence_parallel_forward(
         tokens = block(tokens, step.time_mod, step.context_img, step.context_text, rope)
         if index % interval == 0:
             face_block = model.face_adapter.fuser_blocks[index // interval]
-            tokens = tokens + face_residual(face_block, tokens, step.motion_vec, shard).float()
+            tokens = tokens + face_residual(face_block, tokens, step.motion_vec, shard)  # promoted to float32
 
     local = model.head(tokens, step.time_emb).contiguous()  # [1, chunk, out_dim * patch]
     gathered = [torch.empty_like(local) for _ in range(shard.world)]

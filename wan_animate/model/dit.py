@@ -18,7 +18,7 @@ from .dit_blocks import ImageProjection, OutputHead, TransformerBlock, float32_l
 from .face_adapter import FaceAdapter
 from .face_encoder import FaceEncoder
 from .motion_encoder import OFFICIAL_CHANNELS, MotionEncoder
-from .rope import rope_cos_sin
+from .rope import RopeTables, rope_tables
 
 MOTION_ENCODER_CHUNK = 8  # face frames per motion-encoder batch, as the official code
 
@@ -69,7 +69,7 @@ class WanAnimateConfig:
 @dataclass
 class StepInputs:
     """The embedded inputs of one forward: video tokens [1, L, dim] (frame-major over `grid` = (T, h', w')), time
-    embedding [1, dim] and modulation [1, 6, dim], CLIP and text context tokens, RoPE cos/sin [L, 1, head_dim / 2] and
+    embedding [1, dim] and modulation [1, 6, dim], CLIP and text context tokens, RoPE tables (rows [L, 1, head_dim / 2]) and
     motion_vec [1, T, heads + 1, dim] (None: no face input, the face adapter is left out)."""
 
     tokens: torch.Tensor
@@ -78,7 +78,7 @@ class StepInputs:
     time_mod: torch.Tensor
     context_img: torch.Tensor
     context_text: torch.Tensor
-    rope: tuple[torch.Tensor, torch.Tensor]
+    rope: RopeTables
     motion_vec: torch.Tensor | None
 
 
@@ -177,8 +177,8 @@ class WanAnimateDiT(nn.Module):
         for index, block in enumerate(self.blocks):
             tokens = block(tokens, step.time_mod, step.context_img, step.context_text, step.rope)
             if use_face and index % interval == 0:
-                residual = self.face_adapter.fuser_blocks[index // interval](tokens, step.motion_vec).float()
-                tokens = tokens + (residual if face_strength == 1 else residual * face_strength)
+                residual = self.face_adapter.fuser_blocks[index // interval](tokens, step.motion_vec)
+                tokens = torch.add(tokens, residual, alpha=face_strength)  # float32: residual promoted in the add
 
         return self.unpatchify(self.head(tokens, step.time_emb)[0], step.grid)
 
@@ -216,7 +216,7 @@ class WanAnimateDiT(nn.Module):
             time_mod=time_mod,
             context_img=self.img_emb(clip_fea.to(device), dtype),  # [1, 257, dim]
             context_text=self._text_context(context.to(device), dtype),  # [1, text_len, dim]
-            rope=rope_cos_sin(self.config.head_dim, grid, device),
+            rope=rope_tables(self.config.head_dim, grid, device),
             motion_vec=None if motion_vec is None else motion_vec.to(device=device, dtype=dtype),
         )
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..runtime.attention import attention
 from ..runtime.fp8 import linear_weight
-from .rope import apply_rope
+from .rope import RopeTables, apply_rope
 
 
 def float32_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -37,8 +37,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        normed = (xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)).to(x.dtype)
+        normed = F.rms_norm(x, (x.shape[-1],), eps=self.eps)  # float32 inside, one kernel on CUDA
         return normed * self.weight.to(x.dtype)
 
 
@@ -59,11 +58,11 @@ class AttentionProjections(nn.Module):
 class SelfAttention(AttentionProjections):
     """Full self-attention over the video tokens with RMS qk-norm and 3-D RoPE."""
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: RopeTables) -> torch.Tensor:
         """x [B, L, dim] in the compute dtype -> [B, L, dim]."""
         heads = (self.num_heads, -1)
-        q = apply_rope(self.norm_q(self.q(x)).unflatten(-1, heads), *rope).to(x.dtype)  # [B, L, H, D]
-        k = apply_rope(self.norm_k(self.k(x)).unflatten(-1, heads), *rope).to(x.dtype)
+        q = apply_rope(self.norm_q(self.q(x)).unflatten(-1, heads), rope)  # [B, L, H, D]
+        k = apply_rope(self.norm_k(self.k(x)).unflatten(-1, heads), rope)
         v = self.v(x).unflatten(-1, heads)
         return self.o(self.attend(q, k, v).flatten(-2))
 
@@ -113,30 +112,43 @@ class TransformerBlock(nn.Module):
         time_mod: torch.Tensor,
         context_img: torch.Tensor,
         context_text: torch.Tensor,
-        rope: tuple[torch.Tensor, torch.Tensor],
+        rope: RopeTables,
     ) -> torch.Tensor:
         """x [B, L, dim] (residual stream, float32 after the first block); time_mod [B, 6, dim] float32.
 
-        Returns the updated residual stream in float32.
+        Returns the updated residual stream in float32. The modulation and the gated residual adds are each one
+        fused multiply-add computed in float32 (the branch outputs are promoted inside the kernel, not copied).
         """
         dtype = context_text.dtype
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = (
             self.modulation.float() + time_mod
         ).chunk(6, dim=1)  # each [B, 1, dim]
 
-        h = _normed_like(self.norm1, x) * (1 + scale_sa) + shift_sa
-        x = x + self.self_attn(h.to(dtype), rope).float() * gate_sa
+        h = modulate(_normed_like(self.norm1, x), shift_sa, scale_sa, dtype)
+        x = torch.addcmul(x, self.self_attn(h, rope), gate_sa)
 
-        h = _normed_like(self.norm3, x)
-        x = x + self.cross_attn(h.to(dtype), context_img, context_text).float()
+        h = _normed_like(self.norm3, x).to(dtype)
+        x = x + self.cross_attn(h, context_img, context_text)
 
-        h = _normed_like(self.norm2, x) * (1 + scale_ff) + shift_ff
-        return x + self.ffn(h.to(dtype)).float() * gate_ff
+        h = modulate(_normed_like(self.norm2, x), shift_ff, scale_ff, dtype)
+        return torch.addcmul(x, self.ffn(h), gate_ff)
 
 
 def _normed_like(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
     """LayerNorm in float32, rounded to x's dtype (as the official block does), returned as float32."""
     return layer_norm_float32(norm, x).to(x.dtype).float()
+
+
+def modulate(normed: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """normed * (1 + scale) + shift computed in float32 and written once in `dtype` (the next Linear's input).
+
+    normed [B, L, dim] float32, shift and scale [B, 1, dim] float32. Without autograd this is one kernel; the
+    official computes the same float32 values and casts them at the Linear.
+    """
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (normed, shift, scale)):
+        return torch.addcmul(shift, normed, 1 + scale).to(dtype)  # out= cannot record gradients
+    out = torch.empty(normed.shape, dtype=dtype, device=normed.device)
+    return torch.addcmul(shift, normed, 1 + scale, out=out)
 
 
 class OutputHead(nn.Module):

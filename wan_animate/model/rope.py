@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import torch
 
@@ -25,10 +26,18 @@ def rope_angles(head_dim: int, positions: int = ROPE_POSITIONS) -> tuple[torch.T
     return tuple(angles)
 
 
-def rope_cos_sin(
-    head_dim: int, grid: tuple[int, int, int], device: torch.device | str = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin of the rotation of every token of a (frames, rows, cols) grid: each [L, 1, head_dim // 2], float32.
+class RopeTables(NamedTuple):
+    """The rotation of every token, each [L, 1, head_dim // 2]: float32 cos and sin, and cos + i sin as complex64.
+
+    Every field is indexed by token along dim 0, so a sequence shard takes the same rows of each."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+    rotation: torch.Tensor
+
+
+def rope_tables(head_dim: int, grid: tuple[int, int, int], device: torch.device | str = "cpu") -> RopeTables:
+    """The rotation tables of every token of a (frames, rows, cols) grid (see `RopeTables`).
 
     Tokens are ordered frame-major, then row, then column, as the patch embedding flattens them. The tables are
     built once per (head_dim, grid, device) and shared by every later call (callers must not modify them).
@@ -36,13 +45,11 @@ def rope_cos_sin(
     frames, rows, cols = grid
     if max(grid) > ROPE_POSITIONS:
         raise ValueError(f"token grid {grid} exceeds the {ROPE_POSITIONS} rotary positions per axis")
-    return _cached_cos_sin(head_dim, (int(frames), int(rows), int(cols)), torch.device(device))
+    return _cached_tables(head_dim, (int(frames), int(rows), int(cols)), torch.device(device))
 
 
 @functools.lru_cache(maxsize=ROPE_CACHE_SIZE)
-def _cached_cos_sin(
-    head_dim: int, grid: tuple[int, int, int], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _cached_tables(head_dim: int, grid: tuple[int, int, int], device: torch.device) -> RopeTables:
     frames, rows, cols = grid
     t_ang, h_ang, w_ang = rope_angles(head_dim)
     angles = torch.cat(
@@ -53,12 +60,21 @@ def _cached_cos_sin(
         ],
         dim=-1,
     ).reshape(frames * rows * cols, 1, head_dim // 2)
-    return angles.cos().float().to(device), angles.sin().float().to(device)
+    cos, sin = angles.cos().float().to(device), angles.sin().float().to(device)
+    return RopeTables(cos, sin, torch.complex(cos, sin))
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate channel pairs (2i, 2i+1) of x [B, L, heads, head_dim] in float32; returns float32."""
+def apply_rope(x: torch.Tensor, tables: RopeTables) -> torch.Tensor:
+    """Rotate channel pairs (2i, 2i+1) of x [B, L, heads, head_dim] in float32; returns x's dtype.
+
+    Eager runs one complex multiply (three passes over x with the casts); a compiled graph gets the same products in
+    real arithmetic, which the compiler fuses into one kernel (complex tensors would stay outside its fusion).
+    """
     pairs = x.float().unflatten(-1, (-1, 2))  # [B, L, heads, head_dim / 2, 2]
-    real, imag = pairs[..., 0], pairs[..., 1]
-    rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
-    return rotated.flatten(-2)
+    if torch.compiler.is_compiling():
+        real, imag = pairs[..., 0], pairs[..., 1]
+        cos, sin = tables.cos, tables.sin
+        rotated = torch.stack((real * cos - imag * sin, real * sin + imag * cos), dim=-1)
+    else:
+        rotated = torch.view_as_real(torch.view_as_complex(pairs) * tables.rotation)
+    return rotated.flatten(-2).to(x.dtype)
