@@ -90,7 +90,8 @@ class GenerationSettings:
     resume_dir: folder where finished segments are kept so that a re-run continues (see resume.py).
     models: identity of the DiT file, its storage, LoRAs and the VAE (`resume.models_identity`), part of the resume key.
     cache_threshold > 0: step caching (sampling/step_cache.py) per guidance branch and segment; model calls whose
-    predicted relative output change stays below it are skipped (0 = off, every call computed).
+    predicted relative output change stays below it are skipped (0 = off, every call computed); the step where the
+    pose or face strength changes (a strength window's start or end) and the one after it are always computed.
     frame_offset: make the frames from this driving frame on (a continuation; see continuation.py).
     pose_strength / face_strength (0..2, 1 = official): scale of the pose latents' tokens / the face adapter's
     residuals, applied in the steps between the fractions *_start and *_end (outside: left out; see strengths.py).
@@ -302,7 +303,8 @@ class _SegmentModel:
             return self.dit(x, t, context, self.clip_fea, self.y, self.pose, motion, pose_strength=pose_strength,
                             face_strength=face_strength).float()
 
-        return self.caches[branch](x, compute) if self.caches else compute()
+        # the strengths are the only input besides x and t that changes between the steps of one branch and segment
+        return self.caches[branch](x, compute, condition=strengths) if self.caches else compute()
 
     def reuse_counts(self) -> tuple[int, int]:
         """(model calls skipped by step caching, model calls in all) so far."""
