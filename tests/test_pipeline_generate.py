@@ -189,6 +189,44 @@ def test_bad_inputs_are_named(dit, vae):
         generate(dit, vae, make_inputs(7), settings(solver="heun"))
 
 
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("field,value,expected", [
+    ("shift", NAN, "shift is nan; expected a number above 0"),
+    ("shift", INF, "shift is inf; expected a number above 0"),
+    ("shift", 0.0, "shift is 0.0; expected a number above 0"),
+    ("guide_scale", NAN, r"guide_scale \(cfg\) is nan; expected a finite number"),
+    ("guide_scale", -INF, r"guide_scale \(cfg\) is -inf; expected a finite number"),
+    ("face_guide_scale", INF, r"face_guide_scale \(face_cfg\) is inf; expected 0 or more"),
+    ("face_guide_scale", NAN, r"face_guide_scale \(face_cfg\) is nan; expected 0 or more"),
+    ("cache_threshold", INF, "cache_threshold is inf; expected 0 \\(off\\) or a positive fraction"),
+    ("colour_strength", NAN, "colour_strength is nan; expected 0 to 1"),
+    ("pose_strength", NAN, "pose_strength is nan; expected 0 to 2"),
+    ("face_start", NAN, "face_start is nan; expected a fraction 0 to 1"),
+    ("pose_end", INF, "pose_end is inf; expected a fraction 0 to 1"),
+    ("steps", NAN, "steps is nan; expected a whole number of at least 1"),
+    ("steps", 2.5, "steps is 2.5; expected a whole number of at least 1"),
+    ("seed", INF, "seed is inf; expected a whole number"),
+    ("frame_offset", NAN, "frame_offset is nan; expected a whole number of 0 or more"),
+])
+def test_non_finite_settings_are_refused_with_name_range_and_value(field, value, expected):
+    with pytest.raises(ValueError, match=f"^{expected}"):
+        settings(**{field: value}).validate()
+
+
+def test_the_library_api_refuses_a_non_finite_cfg_before_reading_any_file(tmp_path):
+    from wan_animate.api import animate_files
+
+    missing = tmp_path / "not_read"  # the settings are checked first: no file is opened
+    with pytest.raises(ValueError, match=r"^guide_scale \(cfg\) is nan; expected a finite number"):
+        animate_files(missing / "a.png", missing / "b.mp4", missing / "c.safetensors", missing / "dit", missing / "vae",
+                      missing / "det", missing / "pose", tmp_path / "out.mp4", cfg=NAN)
+    with pytest.raises(ValueError, match="^steps is nan; expected a whole number of at least 1"):
+        animate_files(missing / "a.png", missing / "b.mp4", missing / "c.safetensors", missing / "dit", missing / "vae",
+                      missing / "det", missing / "pose", tmp_path / "out.mp4", steps=NAN)
+
+
 @pytest.mark.parametrize("guide,face_guide,passes", [(2.0, 1.0, 2), (1.0, 3.0, 2), (2.0, 3.0, 3)])
 def test_guidance_passes_and_black_face_once(dit, vae, guide, face_guide, passes):
     model = CountingDiT(dit)

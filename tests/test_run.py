@@ -258,3 +258,36 @@ def test_a_workflow_cannot_download_outside_the_models_folder(tmp_path, name, di
     with pytest.raises(UnsafePath):
         run.fetch_models([ModelFile(name, directory, "http://127.0.0.1:9/evil")], comfyui, quiet=True)
     assert sorted(tmp_path.rglob("*")) == before  # nothing written anywhere
+
+
+def test_a_models_folder_that_is_a_symlink_to_another_disk_receives_the_download(job, capsys):
+    """Users link models/diffusion_models to a big disk: that folder is their choice, and the file lands there."""
+    tmp_path, comfyui, files = job
+    big_disk = tmp_path / "big_disk" / "wan_models"
+    big_disk.mkdir(parents=True)
+    (comfyui / "models" / "diffusion_models").symlink_to(big_disk, target_is_directory=True)
+    with StubComfyUI() as stub:
+        stub.models_dir = comfyui / "models"
+        code = run.main(_args(tmp_path, comfyui, stub.httpd.server_address[1], "--download", "--quiet"))
+        assert code == 0, capsys.readouterr().err
+    assert (big_disk / "dit.safetensors").read_bytes() == DIT
+    assert (comfyui / "models" / "diffusion_models").is_symlink()  # still the user's link, not replaced
+    assert (comfyui / "models" / "detection" / "det.onnx").read_bytes() == DETECTOR
+
+
+def test_a_name_cannot_leave_its_folder_through_a_symlink_inside_it(tmp_path):
+    """The declared folder is one name under models/ whose own link is followed; below it, the declared file name
+    must stay inside that folder, and a declared folder of several parts is refused."""
+    from wan_animate.safe_files import UnsafePath
+    from wan_animate.workflow_files import ModelFile
+
+    comfyui, elsewhere = tmp_path / "ComfyUI", tmp_path / "elsewhere"
+    (comfyui / "models" / "loras").mkdir(parents=True)
+    elsewhere.mkdir()
+    (comfyui / "models" / "loras" / "shared").symlink_to(elsewhere, target_is_directory=True)
+    before = sorted(tmp_path.rglob("*"))
+    for name, directory, message in [("shared/evil.safetensors", "loras", "outside"),
+                                     ("evil.safetensors", "loras/shared", "one folder name")]:
+        with pytest.raises(UnsafePath, match=message):
+            run.fetch_models([ModelFile(name, directory, "http://127.0.0.1:9/evil")], comfyui, quiet=True)
+    assert sorted(tmp_path.rglob("*")) == before

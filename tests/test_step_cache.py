@@ -123,3 +123,52 @@ def test_generate_with_caching_off_is_exact_and_on_skips_calls():
     assert 0 < trace["cache_reused_0"] == 20 - cached.calls
     difference = (video - reference).abs()
     assert 0 < difference.mean() < 0.05 * reference.abs().mean() and difference.max() < 0.3
+
+
+# ----- per-step conditioning (branch strength windows) -----
+
+def test_a_changed_condition_is_computed_and_measures_the_rate_afresh():
+    """Inputs that would be skipped from call 2 on; the condition changes at call 5: calls 5 and 6 are computed (6
+    measures the rate under the new condition), later ones reuse the transformation computed under it."""
+    inputs = _slow_inputs(10)
+    conditions = [(1.0, 1.0)] * 5 + [(0.0, 1.0)] * 5
+    computed, outputs = [], []
+    cache = StepCache(1e9, 10)
+    for index, (x, condition) in enumerate(zip(inputs, conditions)):
+        model = (lambda x, c=condition: x + 3 * c[0])  # the condition shifts the output
+        outputs.append(cache(x, lambda x=x, m=model, i=index: computed.append(i) or m(x), condition=condition))
+    assert computed == [0, 1, 5, 6, 9]
+    for index, (x, condition) in enumerate(zip(inputs, conditions)):
+        torch.testing.assert_close(outputs[index], x + 3 * condition[0], rtol=0, atol=1e-5)
+
+
+class AffineDiT:
+    """v = x + a constant per (pose, face) strength: reusing a transformation computed under the same strengths is
+    exact, so a cached run equals the uncached one unless it reused across a strength change. Records the
+    (timestep, pose strength) of every call."""
+
+    def __init__(self, dit):
+        self.dit, self.calls = dit, []
+
+    def encode_face(self, face):
+        return self.dit.encode_face(face)
+
+    def __call__(self, x, t, context, clip_fea, y, pose_latents, motion_vec, pose_strength=1.0, face_strength=1.0):
+        self.calls.append((int(t), pose_strength))
+        return x + 0.5 * pose_strength + 0.25 * face_strength
+
+
+def test_generate_computes_the_step_where_a_strength_window_ends():
+    dit = build_tiny_dit(seed=0, config=CONFIG)
+    vae = random_vae(VAEConfig(dim=4, z_dim=16, dim_mult=(1, 1, 1, 1), num_res_blocks=1, attn_scales=(),
+                               temperal_downsample=(False, True, True)))
+    base = dict(mode="animate", clip_len=5, refert_num=1, solver="euler", steps=10, shift=5.0, seed=3,
+                pose_end=0.5)  # pose strength 1 in steps 0-4, 0 from step 5 on
+    plain = AffineDiT(dit)
+    reference = generate(plain, vae, _inputs(5), GenerationSettings(**base))
+    timesteps = [t for t, _ in plain.calls]
+    cached = AffineDiT(dit)
+    video = generate(cached, vae, _inputs(5), GenerationSettings(**base, cache_threshold=1e9))
+    # every call the cache allows is skipped, except the window's end (step 5) and the next (measuring the rate)
+    assert cached.calls == [(timesteps[i], 1.0 if i < 5 else 0.0) for i in (0, 1, 5, 6, 9)]
+    torch.testing.assert_close(video, reference, rtol=0, atol=1e-4)

@@ -11,7 +11,8 @@ Steps:
    (its log: --out/wan_animate_comfyui.log);
 3. check that ComfyUI has the pack's nodes and every model file the workflow declares (workflows/NAME.json lists
    them with their URLs); with --download the missing ones are fetched into the folder's models/<subfolder>/
-   (resumable, size- and sha256-checked; see wan_animate/download.py), otherwise each is named with its URL;
+   (followed where it is a symlink; resumable, size- and sha256-checked; see wan_animate/download.py and
+   safe_files.model_file_path), otherwise each is named with its URL;
 4. upload the image and video (never over a server file), queue the workflow, show progress, download the
    results into --out (never over a file there unless --overwrite), and stop the ComfyUI it started.
 """
@@ -33,7 +34,7 @@ from wan_animate.comfyui_process import (
     start_comfyui,
 )
 from wan_animate.download import DownloadError, ProgressBar, download_file
-from wan_animate.safe_files import confined_path
+from wan_animate.safe_files import model_file_path
 from wan_animate.workflow_files import ModelFile, choose_workflow, models_folder_candidates
 
 # (format, prefixes any of which the file starts with); "RIFF" formats are told apart by bytes 8-11
@@ -125,7 +126,7 @@ def fetch_models(missing: list[ModelFile], comfyui: Path, quiet: bool = False) -
     for m in missing:
         if not m.url:
             raise RunError(f"{m.name} has no download link in the workflow; put it in models/{m.directory}/ by hand")
-        target = confined_path(models_root, m.directory, m.name)
+        target = model_file_path(models_root, m.directory, m.name)
         if any((folder / m.name).is_file() for folder in models_folder_candidates(models_root, m.directory)):
             continue  # on disk, but not listed by the server: reported by the check after the downloads
         print(f"downloading {m.name} into {target.parent}", file=sys.stderr, flush=True)

@@ -8,6 +8,8 @@ the output is a video [3, F, H, W] in [-1, 1] (`video_to_image` turns it into an
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from collections.abc import Callable, Sequence
 import dataclasses
 from dataclasses import asdict, dataclass
@@ -78,6 +80,30 @@ class AnimateInputs:
     start_frames: torch.Tensor | None = None
 
 
+# The numeric settings with the range named when one is not a finite number (the other checks of `validate` hold
+# the ranges themselves); counts and the seed must be whole numbers.
+NUMBER_RANGES = {
+    "clip_len": "a whole number 4k+1 with k >= 1 (5, 9, ..., 77, 81)",
+    "refert_num": "a whole number, 1 or 5",
+    "steps": "a whole number of at least 1",
+    "seed": "a whole number",
+    "frame_offset": "a whole number of 0 or more",
+    "shift": "a number above 0",
+    "guide_scale": "a finite number (1 or less: the conditional pass only)",
+    "face_guide_scale": "0 or more (1 = off)",
+    "cache_threshold": "0 (off) or a positive fraction such as 0.05",
+    "colour_strength": "0 to 1",
+    "pose_strength": "0 to 2",
+    "face_strength": "0 to 2",
+    "pose_start": "a fraction 0 to 1",
+    "pose_end": "a fraction 0 to 1",
+    "face_start": "a fraction 0 to 1",
+    "face_end": "a fraction 0 to 1",
+}
+WHOLE_NUMBER_SETTINGS = ("clip_len", "refert_num", "steps", "seed", "frame_offset")
+NODE_NAMES = {"guide_scale": "cfg", "face_guide_scale": "face_cfg"}  # the Sampler node's names (api.py: cfg)
+
+
 @dataclass
 class GenerationSettings:
     """Settings of one job (official defaults).
@@ -90,7 +116,8 @@ class GenerationSettings:
     resume_dir: folder where finished segments are kept so that a re-run continues (see resume.py).
     models: identity of the DiT file, its storage, LoRAs and the VAE (`resume.models_identity`), part of the resume key.
     cache_threshold > 0: step caching (sampling/step_cache.py) per guidance branch and segment; model calls whose
-    predicted relative output change stays below it are skipped (0 = off, every call computed).
+    predicted relative output change stays below it are skipped (0 = off, every call computed); the step where the
+    pose or face strength changes (a strength window's start or end) and the one after it are always computed.
     frame_offset: make the frames from this driving frame on (a continuation; see continuation.py).
     pose_strength / face_strength (0..2, 1 = official): scale of the pose latents' tokens / the face adapter's
     residuals, applied in the steps between the fractions *_start and *_end (outside: left out; see strengths.py).
@@ -121,6 +148,10 @@ class GenerationSettings:
     face_end: float = 1.0
 
     def validate(self) -> None:
+        """Raise ValueError naming the first setting out of its range (non-finite numbers included)."""
+        self._check_numbers()
+        if not self.shift > 0:
+            raise ValueError(f"shift is {self.shift}; expected {NUMBER_RANGES['shift']}")
         if self.mode not in MODES:
             raise ValueError(f"mode is {self.mode!r}; expected one of {MODES}")
         check_segment_settings(self.clip_len, self.refert_num)
@@ -131,10 +162,20 @@ class GenerationSettings:
         if not self.cache_threshold >= 0:
             raise ValueError(f"cache_threshold is {self.cache_threshold}; expected 0 (off) or a positive fraction")
         if self.face_guide_scale < 0:
-            raise ValueError(f"face_guide_scale is {self.face_guide_scale}; expected 0 or more (1 = off)")
+            raise ValueError(f"face_guide_scale (face_cfg) is {self.face_guide_scale}; expected 0 or more (1 = off)")
         check_colour_settings(self.colour_anchor, self.colour_method, self.colour_strength, self.mode)
         check_branch("pose", self.pose_strength, self.pose_start, self.pose_end)
         check_branch("face", self.face_strength, self.face_start, self.face_end)
+
+    def _check_numbers(self) -> None:
+        """Every numeric setting is a finite number, and a whole one where a count or seed is expected."""
+        for name, expected in NUMBER_RANGES.items():
+            value = getattr(self, name)
+            whole = name in WHOLE_NUMBER_SETTINGS
+            finite = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            if not finite or (whole and value != int(value)):
+                label = f"{name} ({NODE_NAMES[name]})" if name in NODE_NAMES else name
+                raise ValueError(f"{label} is {value}; expected {expected}")
 
     def branch_strengths(self, step: int) -> tuple[float, float]:
         """(pose, face) strength at denoising step `step`."""
@@ -302,7 +343,8 @@ class _SegmentModel:
             return self.dit(x, t, context, self.clip_fea, self.y, self.pose, motion, pose_strength=pose_strength,
                             face_strength=face_strength).float()
 
-        return self.caches[branch](x, compute) if self.caches else compute()
+        # the strengths are the only input besides x and t that changes between the steps of one branch and segment
+        return self.caches[branch](x, compute, condition=strengths) if self.caches else compute()
 
     def reuse_counts(self) -> tuple[int, int]:
         """(model calls skipped by step caching, model calls in all) so far."""

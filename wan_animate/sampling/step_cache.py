@@ -7,6 +7,12 @@ predicted from the input change, k * |x - x_prev| / |v_last|, and accumulated si
 the accumulated prediction stays below `threshold`, the call is skipped and the last computed step's transformation
 is reused: v = x + (v_last - x_last). The first `warmup` calls and the last call are always computed; a reuse is
 only possible once k has been measured. threshold 0 never skips.
+
+`condition` is whatever else the call depends on that changes from step to step (the pose and face strengths of a
+strength window; the timestep is left out, as in EasyCache). A call whose condition differs from that of the last
+computed call is always computed, and it starts the measurement afresh: k is only measured between two computed
+calls under the same condition, so the call after a change is computed too, and a reused transformation always comes
+from a call under the same condition.
 """
 from __future__ import annotations
 
@@ -33,11 +39,16 @@ class StepCache:
         self._previous_input: torch.Tensor | None = None
         self._computed_input: torch.Tensor | None = None
         self._computed_output: torch.Tensor | None = None
+        self._computed_condition: object = None
 
-    def __call__(self, x: torch.Tensor, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-        """The branch's output at latents `x`: `compute()` or the reused transformation."""
+    def __call__(self, x: torch.Tensor, compute: Callable[[], torch.Tensor], condition: object = None) -> torch.Tensor:
+        """The branch's output at latents `x` under `condition`: `compute()` or the reused transformation."""
         index, self.calls = self.calls, self.calls + 1
         x = x.float()
+        if condition != self._computed_condition:  # nothing computed so far tells what this condition gives
+            self._rate = None
+            self._computed_input = self._computed_output = None
+            self._computed_condition = condition
         if self._may_reuse(index, x):
             self.reused += 1
             self._previous_input = x
