@@ -53,7 +53,8 @@ class WanAnimateModelLoader:
                                "memory of bf16; not for GGUF)"}),
                 "attention": (list(BACKENDS), {
                     "default": "sdpa", "tooltip": "sage needs `pip install sageattention`, flash `pip install flash-attn`; "
-                               "each falls back to sdpa (logged); auto: sage, else flash, else sdpa"}),
+                               "each falls back to sdpa (logged); auto: sdpa on H100/H200 and newer (measured fastest), "
+                               "else sage, else flash, else sdpa"}),
                 "offload_blocks": ("STRING", {
                     "default": "auto",
                     "tooltip": "transformer blocks streamed from host memory: 'auto' plans from free VRAM, or a "

@@ -165,3 +165,18 @@ def test_flash_support_rules():
     assert "multiple of 8" in attn.flash_problem(cuda, torch.bfloat16, 100, torch.bfloat16, torch.bfloat16, True)
     assert "dtypes" in attn.flash_problem(cuda, torch.float32, 128, torch.float32, torch.float32, True)
     assert attn.flash_problem(cuda, torch.bfloat16, 128, torch.bfloat16, torch.bfloat16, True) is None
+
+
+@pytest.mark.parametrize("capability,expected", [((8, 6), "sage"), ((8, 9), "sage"), ((9, 0), "sdpa"), ((10, 0), "sdpa")])
+def test_auto_keeps_sdpa_from_hopper_on_and_tries_sage_before(monkeypatch, caplog, capability, expected):
+    """SageAttention 1.0.6 was measured slower than SDPA on an H200, so "auto" does not pick it there."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(attn, "load_sageattn", lambda: lambda q, k, v, **kw: q)
+    monkeypatch.setattr(attn, "load_flash_attn", lambda: lambda q, k, v: q)
+    cuda = torch.device("cuda")
+    with caplog.at_level(logging.INFO, logger=attn.__name__):
+        kernel = attn._kernel_for("auto", cuda, torch.bfloat16, 128, torch.bfloat16, torch.bfloat16)
+        explicit = attn._kernel_for("sage", cuda, torch.bfloat16, 128, torch.bfloat16, torch.bfloat16)
+    assert kernel == expected and explicit == "sage"  # an explicit choice is always honoured
+    measured = [r for r in caplog.records if "measured fastest" in r.getMessage()]
+    assert len(measured) == (expected == "sdpa") and all(r.levelno == logging.INFO for r in measured)

@@ -7,8 +7,10 @@ Backends:
   once per reason, so a requested backend never changes silently.
 - "flash": FlashAttention (`pip install flash-attn`, the `flash_attn_func` of FlashAttention 2; CUDA, fp16/bf16,
   head_dim a multiple of 8 up to 256); otherwise SDPA, with a warning once per reason.
-- "auto": SageAttention where it qualifies, else FlashAttention where it qualifies, else SDPA; the fallbacks are
-  logged at INFO once per reason.
+- "auto": on GPUs of compute capability 9.0 and later (Hopper, Blackwell) SDPA, whose flash / cuDNN kernels were
+  measured faster there (SageAttention 1.0.6 took 17% longer per 14B step than SDPA on an H200; see
+  benchmarks/README.md); elsewhere SageAttention where it qualifies, else FlashAttention where it qualifies, else SDPA.
+  The choices are logged at INFO once per reason.
 
 The active backend is one small module-level setting, changed only through `set_attention_backend` or, scoped, with
 `attention_backend(name)`; a call may also name its backend explicitly (`attention(q, k, v, backend="sdpa")`).
@@ -35,6 +37,7 @@ SAGE_MIN_CAPABILITY = (8, 0)
 SAGE_INSTALL_HINT = "`pip install sageattention` into a CUDA build of PyTorch"
 FLASH_MAX_HEAD_DIM = 256
 FLASH_INSTALL_HINT = "`pip install flash-attn` (a wheel matching this PyTorch and CUDA)"
+AUTO_SDPA_FROM_CAPABILITY = (9, 0)  # from here on "auto" keeps SDPA (measured fastest on an H200)
 
 _active_backend = "sdpa"
 _reported_fallbacks: set[str] = set()
@@ -90,6 +93,11 @@ def _kernel_for(requested: str, device: torch.device, dtype: torch.dtype, head_d
 
     Takes no tensor, so torch.compile runs it once at trace time and keeps its answer as a constant."""
     properties = (device, dtype, head_dim, k_dtype, v_dtype)
+    if requested == "auto" and auto_keeps_sdpa(device):
+        _report_fallback(requested, "PyTorch's own kernels were measured fastest on compute capability "
+                         f"{AUTO_SDPA_FROM_CAPABILITY[0]}.{AUTO_SDPA_FROM_CAPABILITY[1]} and later",
+                         "SageAttention and FlashAttention not tried")
+        return "sdpa"
     if requested in ("sage", "auto"):
         problem = sage_problem(*properties, sage_installed=load_sageattn() is not None)
         if problem is None:
@@ -101,6 +109,11 @@ def _kernel_for(requested: str, device: torch.device, dtype: torch.dtype, head_d
             return "flash"
         _report_fallback(requested, problem, "FlashAttention")
     return "sdpa"
+
+
+def auto_keeps_sdpa(device: torch.device) -> bool:
+    """Whether "auto" uses SDPA on `device` without trying SageAttention or FlashAttention (Hopper and later)."""
+    return device.type == "cuda" and tuple(torch.cuda.get_device_capability(device)) >= AUTO_SDPA_FROM_CAPABILITY
 
 
 def sage_problem(device: torch.device, dtype: torch.dtype, head_dim: int, k_dtype: torch.dtype,
