@@ -5,8 +5,9 @@ timed denoising steps per configuration, and prints one JSON line per row and th
 benchmarks/README.md. Rows (all at --sizes, default 832x480 and 1280x720, 77 frames):
 
   bf16 resident, SDPA            every size
-  bf16, SageAttention / Flash    first size (every size with --full); only when the package imports
-  bf16, torch.compile            first size (skipped with --no-compile)
+  bf16, torch.compile            every size (skipped with --no-compile)
+  bf16, SageAttention / Flash    every size; only when the package imports
+  bf16 + offload N               first size, the last --offload-blocks blocks streamed from pinned host memory
   fp8 storage (upcast)           first size
   fp8 matmul (torch._scaled_mm)  every size; GPUs with compute capability >= 8.9
   fp8 matmul + offload auto      first size, planned for --vram-budget-gib (14)
@@ -71,7 +72,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=2, help="timed steps per row, after one warm-up")
     p.add_argument("--vram-budget-gib", type=float, default=14.0, help="budget of the offload-auto row")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak for the MFU column")
-    p.add_argument("--full", action="store_true", help="sage / flash rows at every size")
+    p.add_argument("--offload-blocks", type=int, default=20, help="blocks streamed in the bf16 offload row")
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--official-bench", default=".official/official_step_bench.py",
                    help="the official step benchmark script (skipped when absent)")
@@ -198,18 +199,24 @@ def main() -> None:
         table.add(dict(size=size, config=config_name, s_per_step=s, peak_gib=peak, tokens=tokens,
                        encode_face_s=encode_face_s, **extra))
 
-    kernels = {"sage": load_sageattn() is not None, "flash": load_flash_attn() is not None}
-    for index, case in enumerate(cases):
+    for case in cases:
         row("ours bf16 resident, sdpa", case)
-        for backend, installed in kernels.items():
-            if installed and (index == 0 or a.full):
-                row(f"ours bf16 resident, {backend}", case, backend)
-            elif not installed and index == 0:
-                print(f"{backend} row skipped: the package does not import", flush=True)
     if not a.no_compile:
         compile_blocks(model.blocks)
-        row("ours bf16 resident, sdpa, torch.compile (blocks)", cases[0])
+        for case in cases:
+            row("ours bf16 resident, sdpa, torch.compile (blocks)", case)
         uncompile_blocks(model.blocks)
+    for backend, installed in {"sage": load_sageattn() is not None, "flash": load_flash_attn() is not None}.items():
+        if not installed:
+            print(f"{backend} row skipped: the package does not import", flush=True)
+        for case in cases if installed else ():
+            row(f"ours bf16 resident, {backend}", case, backend)
+    if device.type == "cuda":
+        offloader = enable_block_offload(model, device, a.offload_blocks, 1)
+        row(f"ours bf16 + offload {a.offload_blocks} blocks, sdpa", cases[0], offload_blocks=a.offload_blocks,
+            on_demand_loads=offloader.stats.on_demand)
+        offloader.remove()
+        model.to(device)  # the streamed blocks come back for the fp8 rows
 
     to_fp8_in_place(model)
     if device.type == "cuda":

@@ -8,6 +8,7 @@ segment from synthetic AnimateInputs: reference image, pose video, 512x512 face 
 
     python3 benchmarks/segment_time.py                          # 832x480, 77 frames, 20 steps dpm++, cfg 1, GPU
     python3 benchmarks/segment_time.py --steps 4                # shorter run
+    python3 benchmarks/segment_time.py --cache-threshold 0.05   # step caching: skipped_calls of model_calls + skipped
     python3 benchmarks/segment_time.py --tiny --device cpu      # smoke run of the script (tiny models, seconds)
 
 Reported: `total_s` (the whole `generate` call, from preprocessed inputs to the decoded video), `vae_s` (encode +
@@ -62,6 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--vae-tiled", action="store_true")
     p.add_argument("--fp8", action="store_true", help="DiT block Linears stored in fp8 (upcast per layer)")
     p.add_argument("--attention", default="sdpa", choices=["sdpa", "sage", "flash", "auto"])
+    p.add_argument("--cache-threshold", type=float, default=0.0, help="step caching (0: off, every call computed)")
     a = p.parse_args(argv)
     a.width = a.width or (64 if a.tiny else 832)
     a.height = a.height or (64 if a.tiny else 480)
@@ -165,7 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
     coder = build_vae(a, device)
     build_s = time.perf_counter() - started
     inputs = synthetic_inputs(a, config)
-    settings = GenerationSettings(clip_len=a.frames, solver=a.solver, steps=a.steps, guide_scale=a.cfg)
+    settings = GenerationSettings(clip_len=a.frames, solver=a.solver, steps=a.steps, guide_scale=a.cfg,
+                                  cache_threshold=a.cache_threshold)
     with attention_backend(a.attention):
         warm_up(model, coder, config, device, dtype)
         if cuda:
@@ -184,6 +187,8 @@ def main(argv: list[str] | None = None) -> dict:
         vae_decode_s=round(s.get("vae_decode", 0.0), 3), vae_calls=watch.calls.get("vae_encode", 0)
         + watch.calls.get("vae_decode", 0),
         dit_steps_s=round(s.get("dit_step", 0.0), 3), model_calls=watch.calls.get("dit_step", 0),
+        skipped_calls=a.steps * (2 if a.cfg > 1 else 1) - watch.calls.get("dit_step", 0),
+        cache_threshold=a.cache_threshold,
         s_per_model_call=round(s.get("dit_step", 0.0) / max(1, watch.calls.get("dit_step", 0)), 4),
         encode_face_s=round(s.get("encode_face", 0.0), 3), other_s=round(s["total"] - timed, 3),
         peak_gib=round(torch.cuda.max_memory_allocated(device) / GIB, 2) if cuda else None,
