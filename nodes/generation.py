@@ -93,7 +93,8 @@ class WanAnimateSampler:
                 "vae": (WAN_VAE,),
                 "embeds": (EMBEDS,),
                 "steps": ("INT", {"default": 20, "min": 1, "max": 200, "tooltip": "4-8 with a step-distill LoRA"}),
-                "shift": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 100.0, "step": 0.1}),
+                "shift": ("FLOAT", {"default": 5.0, "min": 0.1, "max": 100.0, "step": 0.1,
+                                    "tooltip": "shift of the noise schedule: above 0, 5 = official"}),
                 "scheduler": (list(SCHEDULERS), {"default": "dpm++", "tooltip": "dpm++ (2M) / unipc: the official "
                               "solvers; euler; euler_a: stochastic; lightx2v / lightx2v_sde: the timesteps of "
                               "step-distill LoRAs (4 steps, shift 5, cfg 1)"}),

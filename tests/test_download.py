@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import shutil
 
 import pytest
@@ -128,3 +129,95 @@ def test_only_http_sources_and_enough_free_space(files, tmp_path, monkeypatch):
 def test_human_size():
     assert [human_size(n) for n in (999, 1000, 20_500_000, 35.2e9, 2e12)] == \
         ["999 B", "1.0 kB", "20.5 MB", "35.2 GB", "2000.0 GB"]
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_a_part_symlink_is_not_followed(files, tmp_path, dangling):
+    """A `<name>.part` that is a symbolic link (to a user file, or to nothing yet) is refused, not written through."""
+    files.files["/m.bin"] = Served(BODY)
+    elsewhere = tmp_path / "elsewhere" / "user.bin"
+    elsewhere.parent.mkdir()
+    if not dangling:
+        elsewhere.write_bytes(b"the user's own file")
+    target = tmp_path / "models" / "m.bin"
+    target.parent.mkdir()
+    part = target.with_name("m.bin.part")
+    part.symlink_to(elsewhere)
+    with pytest.raises(DownloadError, match=r"m\.bin\.part is a symbolic link .*; expected a regular file"):
+        download_file(files.url + "/m.bin", target)
+    assert part.is_symlink() and not target.exists() and files.requests == []
+    if dangling:
+        assert not elsewhere.exists()
+    else:
+        assert elsewhere.read_bytes() == b"the user's own file"
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_a_target_symlink_is_neither_written_through_nor_replaced(files, tmp_path, dangling):
+    files.files["/m.bin"] = Served(BODY)
+    elsewhere = tmp_path / "elsewhere.bin"
+    if not dangling:
+        elsewhere.write_bytes(b"the user's own file")
+    target = tmp_path / "m.bin"
+    target.symlink_to(elsewhere)
+    with pytest.raises(DownloadError, match=r"m\.bin (already exists|is a symbolic link)"):
+        download_file(files.url + "/m.bin", target)
+    assert target.is_symlink() and os.readlink(target) == str(elsewhere) and files.requests == []
+    assert not elsewhere.exists() if dangling else elsewhere.read_bytes() == b"the user's own file"
+
+
+def test_a_symlink_that_appears_at_the_target_during_the_download_is_kept(files, tmp_path, monkeypatch):
+    """The final rename never replaces what took the final name meanwhile, even a link to nothing."""
+    files.files["/m.bin"] = Served(BODY)
+    target = tmp_path / "m.bin"
+    stream = download._stream
+
+    def stream_then_link(*args, **kwargs):
+        digest = stream(*args, **kwargs)
+        target.symlink_to(tmp_path / "nowhere.bin")
+        return digest
+
+    monkeypatch.setattr(download, "_stream", stream_then_link)
+    with pytest.raises(DownloadError, match=r"m\.bin appeared while downloading; the download stays in"):
+        download_file(files.url + "/m.bin", target)
+    assert target.is_symlink() and os.readlink(target) == str(tmp_path / "nowhere.bin")
+    assert target.with_name("m.bin.part").read_bytes() == BODY and not (tmp_path / "nowhere.bin").exists()
+
+
+def test_a_part_symlink_placed_after_the_check_is_not_followed(files, tmp_path, monkeypatch):
+    """The .part is opened with O_NOFOLLOW: a link put there between the check and the write is refused."""
+    files.files["/m.bin"] = Served(BODY)
+    target, elsewhere = tmp_path / "m.bin", tmp_path / "elsewhere.bin"
+    opened = download._open_resumed
+
+    def open_then_link(url, part, facts, timeout):
+        answer = opened(url, part, facts, timeout)
+        part.symlink_to(elsewhere)
+        return answer
+
+    monkeypatch.setattr(download, "_open_resumed", open_then_link)
+    with pytest.raises(DownloadError, match=r"m\.bin\.part is a symbolic link"):
+        download_file(files.url + "/m.bin", target)
+    assert not elsewhere.exists() and not target.exists()
+
+
+def test_without_hard_links_the_final_rename_still_keeps_what_took_the_name(files, tmp_path, monkeypatch):
+    def no_hard_links(*args, **kwargs):
+        raise PermissionError(1, "hard links not supported")
+
+    monkeypatch.setattr(download.os, "link", no_hard_links)
+    files.files["/m.bin"] = Served(BODY)
+    assert download_file(files.url + "/m.bin", tmp_path / "m.bin").read_bytes() == BODY
+    assert not (tmp_path / "m.bin.part").exists()
+    stream = download._stream
+
+    def stream_then_link(*args, **kwargs):
+        digest = stream(*args, **kwargs)
+        (tmp_path / "n.bin").symlink_to(tmp_path / "nowhere.bin")
+        return digest
+
+    monkeypatch.setattr(download, "_stream", stream_then_link)
+    files.files["/n.bin"] = Served(BODY)
+    with pytest.raises(DownloadError, match=r"n\.bin appeared while downloading"):
+        download_file(files.url + "/n.bin", tmp_path / "n.bin")
+    assert (tmp_path / "n.bin").is_symlink() and (tmp_path / "n.bin.part").read_bytes() == BODY

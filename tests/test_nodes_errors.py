@@ -450,6 +450,13 @@ def test_guide_frames_not_fewer_than_segment_length(pack, loaded):
     assert_mentions(error, "guide_frames is 5", "fewer than segment_length (5)")
 
 
+def test_the_lowest_shift_the_sampler_offers_is_one_the_library_accepts(pack, loaded):
+    """GenerationSettings.validate refuses shift <= 0, so the node's range starts above 0 and its minimum runs."""
+    lowest = pack.NODE_CLASS_MAPPINGS["WanAnimateSampler"].INPUT_TYPES()["required"]["shift"][1]["min"]
+    assert lowest > 0
+    frames = sample(pack, loaded, embeds(pack, loaded), shift=lowest, segment_length=5)
+    assert frames.shape[0] == VIDEO_FRAMES and bool(torch.isfinite(frames).all())
+
 def test_embeds_of_replacement_checked_again_in_sampler(pack, loaded):
     record = embeds(pack, loaded, "replace_inputs")
     record.inputs.person_mask = record.inputs.person_mask[:-1]

@@ -2,6 +2,8 @@
 colour correction and input checks."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -226,6 +228,32 @@ def test_the_library_api_refuses_a_non_finite_cfg_before_reading_any_file(tmp_pa
         animate_files(missing / "a.png", missing / "b.mp4", missing / "c.safetensors", missing / "dit", missing / "vae",
                       missing / "det", missing / "pose", tmp_path / "out.mp4", steps=NAN)
 
+
+
+@pytest.mark.parametrize("argument,value,expected", [
+    ("fps", NAN, "fps is nan; expected a frame rate above 0, or -1 to keep the driving video's rate"),
+    ("fps", INF, "fps is inf; expected a frame rate above 0"),
+    ("fps", 0, "fps is 0; expected a frame rate above 0"),
+    ("fps", "30", "fps is '30'; expected a frame rate above 0"),
+    ("width", NAN, "width is nan; expected a whole number of at least 16"),
+    ("width", 1280.5, "width is 1280.5; expected a whole number of at least 16"),
+    ("height", 0, "height is 0; expected a whole number of at least 16"),
+    ("height", -720, "height is -720; expected a whole number of at least 16"),
+])
+def test_the_library_api_refuses_a_bad_fps_or_size_before_reading_any_file(tmp_path, monkeypatch, argument, value,
+                                                                            expected):
+    from wan_animate import api
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("a file was read before the arguments were checked")
+
+    for reader in ("read_embeddings", "read_image", "read_video"):
+        monkeypatch.setattr(api, reader, no_reading)
+    missing = tmp_path / "not_read"
+    with pytest.raises(ValueError, match=f"^{re.escape(expected)}"):
+        api.animate_files(missing / "a.png", missing / "b.mp4", missing / "c.safetensors", missing / "dit",
+                          missing / "vae", missing / "det", missing / "pose", tmp_path / "out.mp4",
+                          **{argument: value})
 
 @pytest.mark.parametrize("guide,face_guide,passes", [(2.0, 1.0, 2), (1.0, 3.0, 2), (2.0, 3.0, 3)])
 def test_guidance_passes_and_black_face_once(dit, vae, guide, face_guide, passes):

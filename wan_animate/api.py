@@ -10,6 +10,7 @@ onto `device` (no block offloading here: use ComfyUI's nodes for small GPUs).
 """
 from __future__ import annotations
 
+import numbers
 import os
 
 import numpy as np
@@ -25,7 +26,7 @@ from .preprocess.audio import trim_waveform
 from .preprocess.detector import PersonDetector
 from .preprocess.pose_model import WholeBodyPoseModel
 from .preprocess.prepare import MaskSettings, prepare_inputs
-from .preprocess.video import driving_frames_for_fps
+from .preprocess.video import check_generation_fps, driving_frames_for_fps
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -37,6 +38,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
             return np.array(image.convert("RGB"))
     except UnidentifiedImageError as error:
         raise ValueError(f"'{path}' is not an image file PIL can read") from error
+
+
+def check_size_argument(name: str, value) -> None:
+    """`width` / `height` of animate_files: a whole number of at least 16 (their product is the target area)."""
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or value < 16:
+        shown = value if isinstance(value, numbers.Real) else repr(value)
+        raise ValueError(f"{name} is {shown}; expected a whole number of at least 16 (pixels; width x height is "
+                         f"the generation area)")
 
 
 def animate_files(
@@ -64,8 +74,9 @@ def animate_files(
     the result with the driving video's sound to the new file `out` (never replaced). Returns `out`.
 
     width x height: the generation area (the aspect comes from the image, or the video for Replacement). fps: the
-    driving video is resampled to it by timestamp (-1 keeps its rate). device: default CUDA when present, else the
-    CPU; dtype: the DiT's compute dtype, default bf16 on a GPU and float32 on the CPU.
+    driving video is resampled to it by timestamp (-1 keeps its rate). Every number is checked before a file is
+    read. device: default CUDA when present, else the CPU; dtype: the DiT's compute dtype, default bf16 on a GPU
+    and float32 on the CPU.
     """
     if os.path.exists(out):
         raise FileExistsError(f"'{out}' exists already; choose another output file")
@@ -73,6 +84,9 @@ def animate_files(
     dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
     settings = GenerationSettings(mode=mode, clip_len=segment_length, steps=steps, guide_scale=cfg, seed=seed)
     settings.validate()
+    check_size_argument("width", width)
+    check_size_argument("height", height)
+    check_generation_fps(fps)
     job = read_embeddings(embeddings)
     if cfg > 1 and job.context_null is None:
         raise ValueError(f"cfg {cfg} > 1 needs a negative prompt, and '{embeddings}' has no context_null")

@@ -4,15 +4,18 @@ A file is fetched into `<name>.part` beside its final name; an interrupted downl
 Range request. The size is checked against what the source declares (Content-Length / Content-Range, or Hugging
 Face's X-Linked-Size on the redirect), the sha256 against a known hash or the one the source publishes (Hugging Face
 sends an LFS file's sha256 as X-Linked-ETag on the redirect to its CDN, and some servers as the ETag itself), and only
-a complete, verified file is renamed to the final name. Standard library only.
+a complete, verified file is renamed to the final name. Neither name is followed when it is a symbolic link, and
+the final name is never replaced: a file, or a link, that took it meanwhile is kept. Standard library only.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.client
 import os
 import re
 import shutil
+import stat
 import sys
 import time
 import urllib.error
@@ -129,15 +132,19 @@ def download_file(
 
     `sha256`/`size` given by the caller win over what the server publishes. Raises DownloadError when the transfer
     breaks (the .part is kept: running again resumes), when the size or hash differs from the declared one (the .part
-    is removed), or when `target` already exists (never overwritten).
+    is removed), or when `target` already exists, as a file or a symbolic link (never overwritten or written
+    through), or when `target.part` is not a regular file (a symbolic link is not followed).
     """
     target = Path(target)
     if urllib.parse.urlparse(url).scheme not in ("http", "https"):
         raise DownloadError(f"{url}: only http and https downloads are supported")
+    if target.is_symlink():
+        raise DownloadError(f"{target} is a symbolic link (to {os.readlink(target)}); not downloading through it")
     if target.exists():
         raise DownloadError(f"{target} already exists; not downloading over it")
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
+    _check_part(part)
     facts = SourceFacts()
     response, have = _open_resumed(url, part, facts, timeout)
     expected_size = size or facts.size
@@ -159,10 +166,58 @@ def download_file(
             part.unlink()
             raise DownloadError(f"{url}: sha256 {actual} does not match the published {expected_hash}; "
                                 f"removed {part.name}")
-    if target.exists():
-        raise DownloadError(f"{target} appeared while downloading; the download stays in {part}")
-    os.replace(part, target)
+    _move_without_replacing(part, target)
     return target
+
+
+def _check_part(part: Path) -> None:
+    """Refuse a `.part` that is anything but a regular file (or absent): a symbolic link would be written through."""
+    try:
+        mode = part.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(mode):
+        raise DownloadError(f"{part} is a symbolic link (to {os.readlink(part)}); expected a regular file or "
+                            f"nothing there. Remove it and run again")
+    if not stat.S_ISREG(mode):
+        raise DownloadError(f"{part} is not a regular file; expected a partial download or nothing there. "
+                            f"Remove it and run again")
+
+
+def _open_part(part: Path, mode: str):
+    """Open `part` for "rb", "ab" or "wb" without following a symbolic link put under its name since the check."""
+    flags = {"rb": os.O_RDONLY, "ab": os.O_WRONLY | os.O_CREAT | os.O_APPEND, "wb": os.O_WRONLY | os.O_CREAT}[mode]
+    flags |= getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    if getattr(os, "O_NOFOLLOW", 0) == 0:  # no O_NOFOLLOW (Windows): the check just before is the guard
+        _check_part(part)
+    try:
+        fd = os.open(part, flags, 0o666)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            _check_part(part)  # names the link
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DownloadError(f"{part} is not a regular file; expected a partial download or nothing there. "
+                            f"Remove it and run again")
+    if mode == "wb":
+        os.ftruncate(fd, 0)  # after the checks: O_TRUNC would empty a file before they ran
+    return os.fdopen(fd, mode)
+
+
+def _move_without_replacing(part: Path, target: Path) -> None:
+    """Give the verified `part` the name `target`, atomically, failing if anything (a link included) holds it."""
+    appeared = DownloadError(f"{target} appeared while downloading; the download stays in {part}")
+    try:
+        os.link(part, target)  # fails when the name is taken, unlike rename
+    except FileExistsError:
+        raise appeared from None
+    except OSError:  # a file system without hard links: check, then rename (a small window, not none)
+        if os.path.lexists(target):
+            raise appeared from None
+        os.replace(part, target)
+        return
+    part.unlink()
 
 
 def _open_resumed(url: str, part: Path, facts: SourceFacts, timeout: float):
@@ -238,11 +293,11 @@ def _stream(response, part: Path, have: int, total: int | None, progress, url: s
     """
     digest = hashlib.sha256()
     if have:
-        with open(part, "rb") as file:
+        with _open_part(part, "rb") as file:
             while chunk := file.read(CHUNK):
                 digest.update(chunk)
     done = have
-    with open(part, "ab" if have else "wb") as file:
+    with _open_part(part, "ab" if have else "wb") as file:
         while True:
             try:
                 chunk = response.read(CHUNK)

@@ -7,6 +7,7 @@ padding. These helpers reproduce those numbers exactly.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 
 import cv2
@@ -45,6 +46,14 @@ def frame_indices_for_fps(frame_count: int, src_fps: float, target_fps: float) -
     return np.clip(indices, 0, max(frame_count - 1, 0)).tolist()
 
 
+def check_generation_fps(fps) -> None:
+    """Raise ValueError unless `fps` is a finite frame rate above 0, or -1 (keep the driving video's rate)."""
+    finite = isinstance(fps, numbers.Real) and not isinstance(fps, bool) and math.isfinite(fps)
+    if not finite or (fps <= 0 and fps != -1):
+        shown = fps if isinstance(fps, numbers.Real) else repr(fps)
+        raise ValueError(f"fps is {shown}; expected a frame rate above 0, or -1 to keep the driving video's rate")
+
+
 def driving_frames_for_fps(frame_count: int, video_fps: float, fps: float) -> tuple[list[int], float]:
     """Which driving-video frames to use, and the frame rate of the result, for a generation at `fps`.
 
@@ -54,8 +63,7 @@ def driving_frames_for_fps(frame_count: int, video_fps: float, fps: float) -> tu
     """
     if not math.isfinite(video_fps) or video_fps < 0:
         raise ValueError(f"video_fps: expected the driving video's frame rate (> 0, or 0 if unknown); got {video_fps}")
-    if not math.isfinite(fps) or (fps <= 0 and fps != -1):
-        raise ValueError(f"fps: expected a frame rate > 0, or -1 to keep the driving video's rate; got {fps}")
+    check_generation_fps(fps)
     if video_fps == 0:
         if fps == -1:
             raise ValueError("fps is -1 (keep the driving video's rate) but the video's rate is unknown: connect "
