@@ -34,6 +34,37 @@ def test_activation_quantisation_is_per_tensor_amax_e4m3():
     torch.testing.assert_close(x_q.float() * scale, x.float(), rtol=2 ** -3, atol=0)  # 3 mantissa bits
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_activation_quantisation_equals_the_clamped_float32_formula(dtype):
+    """The three-pass quantisation gives the bits of the float32 reference: x.float() / (amax / 448), clamped."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(64, 96, generator=g) * torch.logspace(-3, 2, 96)).to(dtype)
+    x[0, :3] = torch.tensor([0.0, -0.0, x.float().abs().max().item()]).to(dtype)  # signed zeros, a tied amax
+    xf = x.float()
+    scale = xf.abs().amax().clamp(min=1e-12) / 448
+    reference = (xf / scale).clamp(-448, 448).to(torch.float8_e4m3fn)
+    x_q, got_scale = fp8.quantize_activation(x)
+    assert got_scale.shape == () and torch.equal(got_scale, scale)
+    assert torch.equal(x_q.view(torch.uint8), reference.view(torch.uint8))
+    zeros, _ = fp8.quantize_activation(torch.zeros(4, 16, dtype=dtype))
+    assert torch.equal(zeros.float(), torch.zeros(4, 16))
+
+
+def test_activation_quantisation_reads_a_bf16_input_in_three_passes():
+    """The quantisation moves 13 bytes per bf16 input value (was 39: copy, abs, amax, divide, clamp, cast)."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "step_traffic", Path(__file__).resolve().parent.parent / "benchmarks" / "step_traffic.py")
+    step_traffic = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(step_traffic)
+    x = torch.empty(4096, 1024, dtype=torch.bfloat16, device="meta")
+    counter = step_traffic.TrafficCounter()
+    with counter:
+        fp8.quantize_activation(x)
+    assert sum(counter.other.values()) <= 13 * x.numel() + 64, counter.other
+
+
 def test_emulated_linear_is_quantised_input_times_dequantised_weight():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(5, 32, generator=g).to(torch.bfloat16)
