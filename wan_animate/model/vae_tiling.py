@@ -22,6 +22,19 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     return [round(k * (size - tile) / (count - 1)) for k in range(count)]
 
 
+def fitted_tile(size: int, tile: int, overlap: int) -> int:
+    """The smallest tile that covers `size` cells with as many tiles as `tile` needs, overlapping by >= `overlap`.
+
+    Spreading tiles of the requested size evenly can overlap them far more than asked (two 64-cell tiles over 104
+    cells share 24), and every shared cell is coded twice; the fitted size (56 there) keeps the tile count and the
+    minimum overlap while coding 12% fewer cells.
+    """
+    count = len(tile_starts(size, tile, overlap))
+    if count == 1:
+        return tile
+    return -(-(size + (count - 1) * overlap) // count)
+
+
 def blend_weights(starts: list[int], tile: int, size: int, scale: int) -> list[torch.Tensor]:
     """Per-tile weights along one axis, in output units (`scale` output samples per cell); they sum to 1."""
     spans = [(s * scale, min(s + tile, size) * scale) for s in starts]
@@ -56,6 +69,7 @@ def map_tiles(
     `fn` maps it to a float tensor [B, C', T', (y1-y0)*out_scale, (x1-x0)*out_scale].
     """
     (height, width), (tile_h, tile_w) = grid, tile
+    tile_h, tile_w = fitted_tile(height, tile_h, overlap), fitted_tile(width, tile_w, overlap)
     rows, cols = tile_starts(height, tile_h, overlap), tile_starts(width, tile_w, overlap)
     row_weights = blend_weights(rows, tile_h, height, out_scale)
     col_weights = blend_weights(cols, tile_w, width, out_scale)
