@@ -1,8 +1,9 @@
 """Spatial tiling for the VAE: run a coder on overlapping crops and blend the results with linear ramps.
 
-Tiles are laid out on the latent grid (one cell = 8x8 pixels). Along each axis the tiles are spread evenly so that
-neighbours overlap by at least `overlap` cells; inside an overlap the earlier tile's weight falls linearly while the
-next one's rises, and the blended output is the weighted sum divided by the summed weights.
+Tiles are laid out on the latent grid (one cell = 8x8 pixels). Along each axis a tile is shrunk to the smallest size
+that needs no more tiles, and the tiles are spread evenly so that neighbours overlap by at least `overlap` cells;
+inside an overlap the earlier tile's weight falls linearly while the next one's rises, and the blended output is the
+weighted sum divided by the summed weights.
 """
 from __future__ import annotations
 
