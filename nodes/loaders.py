@@ -131,8 +131,8 @@ class WanAnimateVAELoader:
             "tiled": ("BOOLEAN", {"default": False, "tooltip": "code in overlapping spatial tiles: a 720p fp32 decode "
                                                              "needs about 7 GiB instead of 22 (slower); the sampler "
                                                              "tiles by itself when untiled would not fit"}),
-            "tile": ("INT", {"default": 64, "min": 16, "max": 256, "step": 8, "tooltip": "tile side in latent cells "
-                                                                                         "(8 px each)"}),
+            "tile": ("INT", {"default": 64, "min": 16, "max": 256, "step": 8,
+                             "tooltip": "largest tile side in latent cells (8 px each)"}),
             "overlap": ("INT", {"default": 8, "min": 0, "max": 64, "tooltip": "tile overlap in latent cells"}),
         }}
 

@@ -133,3 +133,21 @@ def test_decode_rejects_bad_latent(vae, latent, message):
 def test_bad_latent_stats_rejected():
     with pytest.raises(ValueError, match="latent_mean has 3 values; expected z_dim = 16"):
         WanVAE(TINY, latent_mean=[0.0] * 3)
+
+
+def test_causal_conv_through_onednn_equals_padded_reference():
+    """A spatial 3x3x3 conv over >= 16 channels that PyTorch's CPU rule would send to its native kernel
+    (N*C*T*H = 1*96*3*48 <= 20480) runs through oneDNN and still equals conv3d over the explicitly padded input."""
+    from wan_animate.model.vae_layers import CausalConv3d, TemporalCache
+
+    torch.manual_seed(0)
+    conv = CausalConv3d(96, 32, 3, padding=1).eval()
+    x = torch.randn(1, 96, 1, 48, 20)
+    assert conv._prefers_onednn(x)
+    with torch.no_grad():
+        ours = conv(x, TemporalCache())
+        reference = torch.nn.functional.conv3d(torch.nn.functional.pad(x, (1, 1, 1, 1, 2, 0)), conv.weight, conv.bias)
+    assert ours.shape == reference.shape == (1, 32, 1, 48, 20)
+    assert _max_err(ours, reference) < 1e-5
+    assert not CausalConv3d(3, 8, 3, padding=1)._prefers_onednn(torch.randn(1, 3, 1, 8, 8))
+    assert not CausalConv3d(32, 64, (3, 1, 1), padding=(1, 0, 0))._prefers_onednn(torch.randn(1, 32, 1, 8, 8))

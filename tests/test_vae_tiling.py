@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers_vae import TINY, random_vae, random_video
-from wan_animate.model.vae_tiling import blend_weights, map_tiles, tile_starts
+from wan_animate.model.vae_tiling import blend_weights, fitted_tile, map_tiles, tile_starts
 
 TILE, OVERLAP = 6, 2  # latent cells: on the 8x12-cell test video this makes 2 x 3 tiles
 
@@ -99,3 +99,13 @@ def test_tiled_agrees_with_untiled(vae, video):
     diff = (tiled_recon - recon).abs()
     assert diff.mean() < 0.35 * recon.std() and diff.max() < 1.2
     assert diff.max() > 1e-3
+
+
+@pytest.mark.parametrize("size, tile, overlap, fitted", [(104, 64, 8, 56), (160, 64, 8, 59), (20, 16, 4, 12),
+                                                          (60, 64, 8, 64), (135, 64, 8, 51)])
+def test_fitted_tile_keeps_count_and_overlap_with_fewer_cells(size, tile, overlap, fitted):
+    assert fitted_tile(size, tile, overlap) == fitted
+    starts = tile_starts(size, fitted, overlap)
+    assert len(starts) == len(tile_starts(size, tile, overlap))
+    assert starts[0] == 0 and starts[-1] + min(fitted, size) == size
+    assert all(b - a <= fitted - overlap for a, b in zip(starts, starts[1:]))  # neighbours share >= overlap cells

@@ -107,8 +107,9 @@ class WanVAE(nn.Module):
         """Video [B, 3, F, H, W] in [-1, 1], F = 4k+1, H and W multiples of 8 -> normalised latent
         [B, z_dim, 1 + (F-1)/4, H/8, W/8], float32, on the video's device (computed on the VAE's device).
 
-        With `tiled`, the video is coded in overlapping spatial tiles of `tile` x `tile` latent cells (8 px each)
-        overlapping by at least `overlap` cells, blended linearly.
+        With `tiled`, the video is coded in overlapping spatial tiles of at most `tile` x `tile` latent cells (8 px
+        each; shrunk where the same number of smaller tiles covers the frame) overlapping by at least `overlap`
+        cells, blended linearly.
         """
         self._check_video(video)
         stride = self.config.spatial_stride

@@ -1,8 +1,9 @@
 """Spatial tiling for the VAE: run a coder on overlapping crops and blend the results with linear ramps.
 
-Tiles are laid out on the latent grid (one cell = 8x8 pixels). Along each axis the tiles are spread evenly so that
-neighbours overlap by at least `overlap` cells; inside an overlap the earlier tile's weight falls linearly while the
-next one's rises, and the blended output is the weighted sum divided by the summed weights.
+Tiles are laid out on the latent grid (one cell = 8x8 pixels). Along each axis a tile is shrunk to the smallest size
+that needs no more tiles, and the tiles are spread evenly so that neighbours overlap by at least `overlap` cells;
+inside an overlap the earlier tile's weight falls linearly while the next one's rises, and the blended output is the
+weighted sum divided by the summed weights.
 """
 from __future__ import annotations
 
@@ -20,6 +21,19 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
         return [0]
     count = math.ceil((size - overlap) / (tile - overlap))
     return [round(k * (size - tile) / (count - 1)) for k in range(count)]
+
+
+def fitted_tile(size: int, tile: int, overlap: int) -> int:
+    """The smallest tile that covers `size` cells with as many tiles as `tile` needs, overlapping by >= `overlap`.
+
+    Spreading tiles of the requested size evenly can overlap them far more than asked (two 64-cell tiles over 104
+    cells share 24), and every shared cell is coded twice; the fitted size (56 there) keeps the tile count and the
+    minimum overlap while coding 12% fewer cells.
+    """
+    count = len(tile_starts(size, tile, overlap))
+    if count == 1:
+        return tile
+    return -(-(size + (count - 1) * overlap) // count)
 
 
 def blend_weights(starts: list[int], tile: int, size: int, scale: int) -> list[torch.Tensor]:
@@ -56,6 +70,7 @@ def map_tiles(
     `fn` maps it to a float tensor [B, C', T', (y1-y0)*out_scale, (x1-x0)*out_scale].
     """
     (height, width), (tile_h, tile_w) = grid, tile
+    tile_h, tile_w = fitted_tile(height, tile_h, overlap), fitted_tile(width, tile_w, overlap)
     rows, cols = tile_starts(height, tile_h, overlap), tile_starts(width, tile_w, overlap)
     row_weights = blend_weights(rows, tile_h, height, out_scale)
     col_weights = blend_weights(cols, tile_w, width, out_scale)
