@@ -44,10 +44,10 @@ segment)
     timeout "${SEGMENT_S:-110}" python3 benchmarks/segment_time.py --steps 10 --cache-threshold "$threshold" 2>&1 \
       | tee -a "$out/segment.log" | tail -1
   done
-  echo "== VAE, ours against the official, 832x480x77, float32"
-  for impl in ours official; do
-    timeout "${VAE_S:-90}" python3 benchmarks/vae_vs_official.py --impl "$impl" --ref .official --device cuda \
-      --frames 77 --width 832 --height 480 2>&1 | tee -a "$out/vae.log" | tail -1
+  echo "== VAE, ours against the official, 832x480x77, float32 (ours untiled and tiled)"
+  vae=(--ref .official --device cuda --frames 77 --width 832 --height 480)
+  for impl in "--impl ours" "--impl official" "--impl ours --tiled"; do
+    timeout "${VAE_S:-90}" python3 benchmarks/vae_vs_official.py $impl "${vae[@]}" 2>&1 | tee -a "$out/vae.log" | tail -1
   done
   echo "== worker path on one GPU with FSDP2-sharded weights (replicated: measured, benchmarks/README.md)"
   timeout "${DIST_S:-80}" python3 benchmarks/distributed_overhead.py --shard-weights on 2>&1 \
