@@ -1,18 +1,12 @@
 """benchmarks/segment_time.py's CPU smoke mode: the real generate() path with tiny models, every part timed."""
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "segment_time.py"
+from tests.benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def segment_time():
-    spec = importlib.util.spec_from_file_location("segment_time", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("segment_time")
 
 
 @pytest.mark.parametrize("cfg,calls_per_step", [(1.0, 1), (2.0, 2)])

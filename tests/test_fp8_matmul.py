@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.benchmark_scripts import load_benchmark
 from tests.helpers_dit import build_tiny_dit, run_dit, tiny_inputs
 from wan_animate.loading.dit import FP8_STORAGE_PREFIXES
 from wan_animate.runtime import fp8
@@ -52,12 +53,7 @@ def test_activation_quantisation_equals_the_clamped_float32_formula(dtype):
 
 def test_activation_quantisation_reads_a_bf16_input_in_three_passes():
     """The quantisation moves 13 bytes per bf16 input value (was 39: copy, abs, amax, divide, clamp, cast)."""
-    import importlib.util
-    from pathlib import Path
-    spec = importlib.util.spec_from_file_location(
-        "step_traffic", Path(__file__).resolve().parent.parent / "benchmarks" / "step_traffic.py")
-    step_traffic = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(step_traffic)
+    step_traffic = load_benchmark("step_traffic")
     x = torch.empty(4096, 1024, dtype=torch.bfloat16, device="meta")
     counter = step_traffic.TrafficCounter()
     with counter:

@@ -3,21 +3,15 @@
 Those kernels are bandwidth-bound, so their bytes set their share of the step time on any GPU. The budgets pin the
 fused forward: the earlier forward moved 2,558 GB in 3,620 kernels per 832x480x77 step at the 14B size.
 """
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "step_traffic.py"
+from tests.benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def step_traffic():
-    spec = importlib.util.spec_from_file_location("step_traffic", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("step_traffic")
 
 
 def test_the_counter_counts_each_tensor_in_and_out_once(step_traffic):
