@@ -1,8 +1,9 @@
 """Sequence-parallel sampling on CPU (gloo): 2 and 3 worker processes give the single-process result.
 
 The workers serve the golden DiT; a forward with uneven token counts (padding, latent frames cut between ranks) equals
-the in-process forward, and the whole generate() on each golden pipeline case equals the golden video within the
-pipeline tolerance. Also: an interrupt leaves the workers usable, a worker that fails or dies fails the call with a
+the in-process forward, also with pose / face strengths other than 1, and the whole generate() on each golden pipeline
+case equals the golden video within the pipeline tolerance; generate() with strength windows on a tiny DiT equals the
+in-process run. Also: an interrupt leaves the workers usable, a worker that fails or dies fails the call with a
 clear message, and the next `shared_workers` call starts fresh workers.
 """
 from __future__ import annotations
@@ -15,10 +16,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from conftest import assert_close_golden, golden_root, golden_section
+from helpers_dit import build_tiny_dit
+from test_pipeline_generate import CONFIG as TINY_CONFIG
+from test_pipeline_generate import make_inputs, settings
 from test_pipeline_golden import REL, golden_inputs, golden_settings
+from test_strengths import tiny_vae
 from wan_animate.distributed.engine import DiTWorkers, WorkerFailure, shared_workers, shutdown_all, worker_devices
 from wan_animate.distributed.sharding import TokenShard
 from wan_animate.distributed.weight_sharding import effective_setting, should_shard_weights
@@ -97,6 +102,38 @@ def test_forward_equals_single_process(workers, golden_dit, grid):
     assert workers.sharded is False and workers.rank_weight_bytes == workers.model_bytes  # auto on the CPU: replicated
     assert_close_golden(ours, expected, REL, f"{workers.world_size} workers forward {grid}")
     assert_close_golden(again, golden_dit(inputs[0] * 0.5, *inputs[1:]), REL, "second step")
+
+
+@pytest.mark.parametrize("face_strength", [0.0, 1.5])
+def test_forward_with_strengths_equals_single_process(workers, golden_dit, face_strength):
+    inputs = step_inputs(golden_dit.config, 3, 2, 6, seed=2)  # 9 tokens of 3 per frame: frames cut between ranks
+    expected = golden_dit(*inputs, pose_strength=0.5, face_strength=face_strength)
+    official = golden_dit(*inputs)
+    assert (expected - official).abs().max() > 1e-2  # the strengths change the prediction
+    with workers.session((), tokens=8, device="cpu") as dit:
+        ours = dit(*inputs, pose_strength=0.5, face_strength=face_strength)
+        back = dit(*inputs)  # the next step at strength 1, conditions reused
+    name = f"{workers.world_size} workers, pose 0.5, face {face_strength:g}"
+    assert_close_golden(ours, expected, REL, name)
+    assert_close_golden(back, official, REL, f"{name}, then strength 1")
+
+
+def test_generate_with_strength_windows_equals_single_process(tmp_path):
+    model = build_tiny_dit(seed=0, config=TINY_CONFIG)
+    path = tmp_path / "tiny_dit.safetensors"
+    save_file({k: v.to(torch.bfloat16).contiguous() for k, v in model.state_dict().items()}, str(path))  # exact
+    vae, inputs = tiny_vae(), make_inputs(5)
+    # per step (pose, face): (0.5, 0), (0.5, 1.5), (0, 1.5), (0, 1.5); cond and uncond passes alike
+    job = settings(steps=4, guide_scale=2.0, pose_strength=0.5, pose_end=0.5, face_strength=1.5, face_start=0.25)
+    expected = generate(model, vae, inputs, job)
+    assert (expected - generate(model, vae, inputs, settings(steps=4, guide_scale=2.0))).abs().max() > 1e-2
+    group = DiTWorkers(str(path), FLOAT32, ["cpu"] * 2)
+    try:
+        with group.session((), tokens=64, device="cpu") as dit:
+            video = generate(dit, vae, inputs, job, device="cpu")
+    finally:
+        group.shutdown()
+    assert_close_golden(video, expected, REL, "generate with strength windows on 2 workers")
 
 
 def golden_case(name: str) -> Path:

@@ -239,10 +239,7 @@ class WorkerDiT:
         return motion_vec.to(self.device)
 
     def __call__(self, *inputs: torch.Tensor, pose_strength: float = 1.0, face_strength: float = 1.0) -> torch.Tensor:
-        if pose_strength != 1 or face_strength != 1:
-            raise ValueError(f"pose_strength {pose_strength:g} / face_strength {face_strength:g}: strengths other "
-                             "than 1 run on one GPU only for now; set the Model Loader's gpus to 1 or the strengths "
-                             "to 1")
+        """One prediction, as `WanAnimateDiT.forward` with the same inputs and branch strengths."""
         message = {}
         for name, value in zip(STEP_INPUTS, inputs, strict=True):
             if self._last.get(name) is value:
@@ -250,7 +247,7 @@ class WorkerDiT:
             else:
                 message[name] = value.detach().cpu()
                 self._last[name] = value
-        self.workers._send_all(("step", message))
+        self.workers._send_all(("step", message, float(pose_strength), float(face_strength)))
         return self.workers._receive("step")[0].to(self.device)
 
 

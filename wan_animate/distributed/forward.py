@@ -3,7 +3,8 @@
 Each rank embeds the whole input (the patch embedding is cheap next to the blocks), keeps its token shard with the
 RoPE rows of those tokens, runs every block on it with Ulysses self-attention (cross-attention to the text and CLIP
 tokens needs no exchange: the context is replicated), applies the face adapter run by run of whole or cut latent
-frames, and all-gathers the head's output. Every rank returns the full prediction.
+frames, and all-gathers the head's output. Every rank returns the full prediction. Pose and face strengths act as in
+`WanAnimateDiT.forward`.
 """
 from __future__ import annotations
 
@@ -28,9 +29,13 @@ def sequence_parallel_forward(
     y: torch.Tensor,
     pose_latents: torch.Tensor,
     motion_vec: torch.Tensor,
+    pose_strength: float = 1.0,
+    face_strength: float = 1.0,
 ) -> torch.Tensor:
-    """The same prediction as `model(x, t, ...)`, [out_dim, T, h, w] float32, computed over the group's ranks."""
-    step = model.prepare(x, t, context, clip_fea, y, pose_latents, motion_vec)
+    """The same prediction as `model(x, t, ..., pose_strength, face_strength)`, [out_dim, T, h, w] float32, computed
+    over the group's ranks."""
+    step = model.prepare(x, t, context, clip_fea, y, pose_latents, motion_vec, pose_strength)
+    use_face = step.motion_vec is not None and face_strength != 0
     frames, rows, cols = step.grid
     shard = TokenShard(step.tokens.shape[1], rows * cols, dist.get_rank(group), dist.get_world_size(group))
     tokens = shard.take(step.tokens)  # [1, chunk, dim]
@@ -40,9 +45,10 @@ def sequence_parallel_forward(
     use_ulysses_attention(model, group, shard.tokens)
     for index, block in enumerate(model.blocks):
         tokens = block(tokens, step.time_mod, step.context_img, step.context_text, rope)
-        if index % interval == 0:
+        if use_face and index % interval == 0:
             face_block = model.face_adapter.fuser_blocks[index // interval]
-            tokens = tokens + face_residual(face_block, tokens, step.motion_vec, shard)  # promoted to float32
+            residual = face_residual(face_block, tokens, step.motion_vec, shard)
+            tokens = torch.add(tokens, residual, alpha=face_strength)  # float32: residual promoted in the add
 
     local = model.head(tokens, step.time_emb).contiguous()  # [1, chunk, out_dim * patch]
     gathered = [torch.empty_like(local) for _ in range(shard.world)]

@@ -6,8 +6,10 @@ process group (NCCL on GPUs, gloo on the CPU). Messages on the worker's command 
                             rank 0 answers ("begun", sharded, its weight bytes). The first job decides, the same on every rank, whether
                             the blocks' weights are sharded (FSDP2, weight_sharding.py); a sharded model stays placed
   ("face", face_pixels)     rank 0 only: encode_face; answered ("face", motion_vec)
-  ("step", inputs)          one forward, every rank; rank 0 answers ("step", prediction). An input given as None is
-                            the same tensor as in the previous step (sent once per segment, not once per step)
+  ("step", inputs, pose_strength, face_strength)
+                            one forward with these branch strengths, every rank; rank 0 answers ("step", prediction).
+                            An input given as None is the same tensor as in the previous step (sent once per segment,
+                            not once per step)
   ("end",)                  park the model (end of the job)
   ("stop",)                 leave the group and exit
 Each rank answers ("ready", rank, config, weight bytes) once loaded; an error is answered ("error", rank, message,
@@ -105,10 +107,12 @@ def _serve(rank: int, base: DiTHandle, device: torch.device, commands, results, 
         elif kind == "face":
             results.put(("face", model.encode_face(message[1].to(device)).cpu()))
         elif kind == "step":
-            for name, value in message[1].items():
+            _, inputs, pose_strength, face_strength = message
+            for name, value in inputs.items():
                 if value is not None:
                     last[name] = value.to(device, copy=True)  # kept on the device for the segment's steps
-            prediction = sequence_parallel_forward(model, None, *(last[name] for name in STEP_INPUTS))
+            prediction = sequence_parallel_forward(model, None, *(last[name] for name in STEP_INPUTS),
+                                                   pose_strength=pose_strength, face_strength=face_strength)
             if rank == 0:
                 results.put(("step", prediction.cpu()))
         elif kind == "end":
