@@ -118,6 +118,23 @@ def test_forward_with_strengths_equals_single_process(workers, golden_dit, face_
     assert_close_golden(back, official, REL, f"{name}, then strength 1")
 
 
+def test_an_input_given_as_none_is_none_on_the_workers_not_the_previous_tensor(workers, golden_dit):
+    """pose_latents / motion_vec None leave that branch out, as in the single-process forward."""
+    inputs = step_inputs(golden_dit.config, 3, 2, 6, seed=3)
+    no_pose = inputs[:5] + [None, inputs[6]]
+    no_face = inputs[:6] + [None]
+    with workers.session((), tokens=8, device="cpu") as dit:
+        full = dit(*inputs)
+        without_pose = dit(*no_pose)
+        without_face = dit(*no_face)
+        again = dit(*inputs)
+    name = f"{workers.world_size} workers"
+    assert_close_golden(full, golden_dit(*inputs), REL, name)
+    assert_close_golden(without_pose, golden_dit(*no_pose), REL, f"{name}, pose_latents None")
+    assert_close_golden(without_face, golden_dit(*no_face), REL, f"{name}, motion_vec None")
+    assert_close_golden(again, golden_dit(*inputs), REL, f"{name}, both again")
+
+
 def test_generate_with_strength_windows_equals_single_process(tmp_path):
     model = build_tiny_dit(seed=0, config=TINY_CONFIG)
     path = tmp_path / "tiny_dit.safetensors"

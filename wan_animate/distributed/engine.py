@@ -232,22 +232,20 @@ class WorkerDiT:
         self.workers = workers
         self.config = workers.config
         self.device = device
-        self._last: dict[str, torch.Tensor] = {}
+        self._last: dict[str, torch.Tensor | None] = {}
 
     def encode_face(self, face_pixels: torch.Tensor) -> torch.Tensor:
         motion_vec = self.workers._request(0, ("face", face_pixels.detach().cpu()), "face")
         return motion_vec.to(self.device)
 
-    def __call__(self, *inputs: torch.Tensor, pose_strength: float = 1.0, face_strength: float = 1.0) -> torch.Tensor:
+    def __call__(self, *inputs: torch.Tensor | None, pose_strength: float = 1.0, face_strength: float = 1.0) -> torch.Tensor:
         """One prediction, as `WanAnimateDiT.forward` with the same inputs and branch strengths."""
-        message = {}
+        changed = {}  # only the inputs that are not the same object as in the previous step; None stays None
         for name, value in zip(STEP_INPUTS, inputs, strict=True):
-            if self._last.get(name) is value:
-                message[name] = None
-            else:
-                message[name] = value.detach().cpu()
+            if name not in self._last or self._last[name] is not value:
+                changed[name] = None if value is None else value.detach().cpu()
                 self._last[name] = value
-        self.workers._send_all(("step", message, float(pose_strength), float(face_strength)))
+        self.workers._send_all(("step", changed, float(pose_strength), float(face_strength)))
         return self.workers._receive("step")[0].to(self.device)
 
 

@@ -6,10 +6,10 @@ process group (NCCL on GPUs, gloo on the CPU). Messages on the worker's command 
                             rank 0 answers ("begun", sharded, its weight bytes). The first job decides, the same on every rank, whether
                             the blocks' weights are sharded (FSDP2, weight_sharding.py); a sharded model stays placed
   ("face", face_pixels)     rank 0 only: encode_face; answered ("face", motion_vec)
-  ("step", inputs, pose_strength, face_strength)
+  ("step", changed, pose_strength, face_strength)
                             one forward with these branch strengths, every rank; rank 0 answers ("step", prediction).
-                            An input given as None is the same tensor as in the previous step (sent once per segment,
-                            not once per step)
+                            `changed` holds only the inputs that differ from the previous step (a tensor, or None
+                            for a branch left out); the others are the previous step's (sent once per segment)
   ("end",)                  park the model (end of the job)
   ("stop",)                 leave the group and exit
 Each rank answers ("ready", rank, config, weight bytes) once loaded; an error is answered ("error", rank, message,
@@ -79,7 +79,7 @@ def _serve(rank: int, base: DiTHandle, device: torch.device, commands, results, 
     job = ExitStack()
     model = None
     sharded: bool | None = None  # decided by the first job
-    last: dict[str, torch.Tensor] = {}
+    last: dict[str, torch.Tensor | None] = {}
     while True:
         try:
             message = commands.get(timeout=PARENT_POLL_S)
@@ -107,10 +107,9 @@ def _serve(rank: int, base: DiTHandle, device: torch.device, commands, results, 
         elif kind == "face":
             results.put(("face", model.encode_face(message[1].to(device)).cpu()))
         elif kind == "step":
-            _, inputs, pose_strength, face_strength = message
-            for name, value in inputs.items():
-                if value is not None:
-                    last[name] = value.to(device, copy=True)  # kept on the device for the segment's steps
+            _, changed, pose_strength, face_strength = message
+            for name, value in changed.items():  # kept on the device for the segment's steps
+                last[name] = None if value is None else value.to(device, copy=True)
             prediction = sequence_parallel_forward(model, None, *(last[name] for name in STEP_INPUTS),
                                                    pose_strength=pose_strength, face_strength=face_strength)
             if rank == 0:
