@@ -152,6 +152,20 @@ def test_a_part_symlink_is_not_followed(files, tmp_path, dangling):
         assert elsewhere.read_bytes() == b"the user's own file"
 
 
+def test_a_part_hard_linked_to_a_user_file_is_refused_and_the_file_kept(files, tmp_path):
+    """Resuming appends to the .part: through a hard link that would grow (and a restart would empty) another file."""
+    files.files["/m.bin"] = Served(BODY)
+    user_file = tmp_path / "user.bin"
+    user_file.write_bytes(BODY[:10])  # looks like a partial download of the same file
+    target = tmp_path / "models" / "m.bin"
+    target.parent.mkdir()
+    part = target.with_name("m.bin.part")
+    os.link(user_file, part)
+    with pytest.raises(DownloadError, match=r"m\.bin\.part is a hard link shared with 1 other name"):
+        download_file(files.url + "/m.bin", target)
+    assert user_file.read_bytes() == BODY[:10] and not target.exists() and files.requests == []
+
+
 @pytest.mark.parametrize("dangling", [False, True])
 def test_a_target_symlink_is_neither_written_through_nor_replaced(files, tmp_path, dangling):
     files.files["/m.bin"] = Served(BODY)

@@ -171,17 +171,26 @@ def download_file(
 
 
 def _check_part(part: Path) -> None:
-    """Refuse a `.part` that is anything but a regular file (or absent): a symbolic link would be written through."""
+    """Refuse a `.part` that is anything but a regular file of its own (or absent): a symbolic link would be written
+    through, and a hard link shares its bytes with another file, which resuming would append to."""
     try:
-        mode = part.lstat().st_mode
+        facts = part.lstat()
     except FileNotFoundError:
         return
+    mode = facts.st_mode
     if stat.S_ISLNK(mode):
         raise DownloadError(f"{part} is a symbolic link (to {os.readlink(part)}); expected a regular file or "
                             f"nothing there. Remove it and run again")
     if not stat.S_ISREG(mode):
         raise DownloadError(f"{part} is not a regular file; expected a partial download or nothing there. "
                             f"Remove it and run again")
+    _check_single_link(part, facts)
+
+
+def _check_single_link(part: Path, facts: os.stat_result) -> None:
+    if facts.st_nlink > 1:
+        raise DownloadError(f"{part} is a hard link shared with {facts.st_nlink - 1} other name(s); expected a "
+                            f"partial download of its own. Remove it and run again")
 
 
 def _open_part(part: Path, mode: str):
@@ -196,10 +205,15 @@ def _open_part(part: Path, mode: str):
         if error.errno == errno.ELOOP:
             _check_part(part)  # names the link
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    facts = os.fstat(fd)
+    try:
+        if not stat.S_ISREG(facts.st_mode):
+            raise DownloadError(f"{part} is not a regular file; expected a partial download or nothing there. "
+                                f"Remove it and run again")
+        _check_single_link(part, facts)
+    except DownloadError:
         os.close(fd)
-        raise DownloadError(f"{part} is not a regular file; expected a partial download or nothing there. "
-                            f"Remove it and run again")
+        raise
     if mode == "wb":
         os.ftruncate(fd, 0)  # after the checks: O_TRUNC would empty a file before they ran
     return os.fdopen(fd, mode)
