@@ -52,9 +52,10 @@ class WanAnimateModelLoader:
                                "quantised); fp8_e4m3fn stores the transformer's linear layers in fp8 (half the "
                                "memory of bf16; not for GGUF)"}),
                 "attention": (list(BACKENDS), {
-                    "default": "sdpa", "tooltip": "sage needs `pip install sageattention`, flash `pip install flash-attn`; "
-                               "each falls back to sdpa (logged); auto: sdpa on H100/H200 and newer (measured fastest), "
-                               "else sage, else flash, else sdpa"}),
+                    "default": "sdpa",
+                    "tooltip": "sage needs `pip install sageattention`, flash `pip install flash-attn`; each falls "
+                               "back to sdpa (logged); auto: sdpa on H100/H200 and newer (measured fastest), else "
+                               "sage, else flash, else sdpa"}),
                 "offload_blocks": ("STRING", {
                     "default": "auto",
                     "tooltip": "transformer blocks streamed from host memory: 'auto' plans from free VRAM, or a "

@@ -167,7 +167,8 @@ def test_flash_support_rules():
     assert attn.flash_problem(cuda, torch.bfloat16, 128, torch.bfloat16, torch.bfloat16, True) is None
 
 
-@pytest.mark.parametrize("capability,expected", [((8, 6), "sage"), ((8, 9), "sage"), ((9, 0), "sdpa"), ((10, 0), "sdpa")])
+@pytest.mark.parametrize("capability,expected",
+                         [((8, 6), "sage"), ((8, 9), "sage"), ((9, 0), "sdpa"), ((10, 0), "sdpa")])
 def test_auto_keeps_sdpa_from_hopper_on_and_tries_sage_before(monkeypatch, caplog, capability, expected):
     """SageAttention 1.0.6 was measured slower than SDPA on an H200, so "auto" does not pick it there."""
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)

@@ -238,7 +238,8 @@ class WorkerDiT:
         motion_vec = self.workers._request(0, ("face", face_pixels.detach().cpu()), "face")
         return motion_vec.to(self.device)
 
-    def __call__(self, *inputs: torch.Tensor | None, pose_strength: float = 1.0, face_strength: float = 1.0) -> torch.Tensor:
+    def __call__(self, *inputs: torch.Tensor | None, pose_strength: float = 1.0,
+                 face_strength: float = 1.0) -> torch.Tensor:
         """One prediction, as `WanAnimateDiT.forward` with the same inputs and branch strengths."""
         changed = {}  # only the inputs that are not the same object as in the previous step; None stays None
         for name, value in zip(STEP_INPUTS, inputs, strict=True):

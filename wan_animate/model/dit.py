@@ -69,8 +69,8 @@ class WanAnimateConfig:
 @dataclass
 class StepInputs:
     """The embedded inputs of one forward: video tokens [1, L, dim] (frame-major over `grid` = (T, h', w')), time
-    embedding [1, dim] and modulation [1, 6, dim], CLIP and text context tokens, RoPE tables (rows [L, 1, head_dim / 2]) and
-    motion_vec [1, T, heads + 1, dim] (None: no face input, the face adapter is left out)."""
+    embedding [1, dim] and modulation [1, 6, dim], CLIP and text context tokens, RoPE tables (rows [L, 1, head_dim / 2])
+    and motion_vec [1, T, heads + 1, dim] (None: no face input, the face adapter is left out)."""
 
     tokens: torch.Tensor
     grid: tuple[int, int, int]
