@@ -35,20 +35,12 @@ def sequence_parallel_forward(
     """The same prediction as `model(x, t, ..., pose_strength, face_strength)`, [out_dim, T, h, w] float32, computed
     over the group's ranks."""
     step = model.prepare(x, t, context, clip_fea, y, pose_latents, motion_vec, pose_strength)
-    use_face = step.motion_vec is not None and face_strength != 0
-    frames, rows, cols = step.grid
+    _, rows, cols = step.grid
     shard = TokenShard(step.tokens.shape[1], rows * cols, dist.get_rank(group), dist.get_world_size(group))
-    tokens = shard.take(step.tokens)  # [1, chunk, dim]
     rope = RopeTables(*(shard.take(part, dim=0) for part in step.rope))  # each [chunk, 1, head_dim / 2]
-
-    interval = model.config.face_block_interval
     use_ulysses_attention(model, group, shard.tokens)
-    for index, block in enumerate(model.blocks):
-        tokens = block(tokens, step.time_mod, step.context_img, step.context_text, rope)
-        if use_face and index % interval == 0:
-            face_block = model.face_adapter.fuser_blocks[index // interval]
-            residual = face_residual(face_block, tokens, step.motion_vec, shard)
-            tokens = torch.add(tokens, residual, alpha=face_strength)  # float32: residual promoted in the add
+    tokens = model.run_blocks(step, shard.take(step.tokens), rope, face_strength,  # [1, chunk, dim]
+                              lambda block, x: face_residual(block, x, step.motion_vec, shard))
 
     local = model.head(tokens, step.time_emb).contiguous()  # [1, chunk, out_dim * patch]
     gathered = [torch.empty_like(local) for _ in range(shard.world)]

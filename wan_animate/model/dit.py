@@ -9,13 +9,14 @@ Forward, per sampling step:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from .dit_blocks import ImageProjection, OutputHead, TransformerBlock, float32_linear
-from .face_adapter import FaceAdapter
+from .face_adapter import FaceAdapter, FaceBlock
 from .face_encoder import FaceEncoder
 from .motion_encoder import OFFICIAL_CHANNELS, MotionEncoder
 from .rope import RopeTables, rope_tables
@@ -171,16 +172,30 @@ class WanAnimateDiT(nn.Module):
         (1: the official model; 0, like passing None, leaves that branch out).
         """
         step = self.prepare(x, t, context, clip_fea, y, pose_latents, motion_vec, pose_strength)
+        tokens = self.run_blocks(step, step.tokens, step.rope, face_strength)
+        return self.unpatchify(self.head(tokens, step.time_emb)[0], step.grid)
+
+    def run_blocks(
+        self,
+        step: "StepInputs",
+        tokens: torch.Tensor,
+        rope: RopeTables,
+        face_strength: float,
+        face_residual: Callable[[FaceBlock, torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Every transformer block over `tokens` [B, L, dim] (all of the step's tokens, or one rank's shard with its
+        `rope` rows), the face adapter's residual added after every `face_block_interval`-th block, scaled by
+        `face_strength` (left out at 0 or without motion_vec). `face_residual(block, tokens)` computes that residual
+        (default: the face block on `step.motion_vec`). Returns the residual stream in float32."""
+        residual_of = face_residual or (lambda block, x: block(x, step.motion_vec))
         use_face = step.motion_vec is not None and face_strength != 0
-        tokens = step.tokens
         interval = self.config.face_block_interval
         for index, block in enumerate(self.blocks):
-            tokens = block(tokens, step.time_mod, step.context_img, step.context_text, step.rope)
+            tokens = block(tokens, step.time_mod, step.context_img, step.context_text, rope)
             if use_face and index % interval == 0:
-                residual = self.face_adapter.fuser_blocks[index // interval](tokens, step.motion_vec)
+                residual = residual_of(self.face_adapter.fuser_blocks[index // interval], tokens)
                 tokens = torch.add(tokens, residual, alpha=face_strength)  # float32: residual promoted in the add
-
-        return self.unpatchify(self.head(tokens, step.time_emb)[0], step.grid)
+        return tokens
 
     def prepare(
         self,

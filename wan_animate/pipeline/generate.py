@@ -49,8 +49,10 @@ class AnimateDiT(Protocol):
         context: torch.Tensor,
         clip_fea: torch.Tensor,
         y: torch.Tensor,
-        pose_latents: torch.Tensor,
-        motion_vec: torch.Tensor,
+        pose_latents: torch.Tensor | None,
+        motion_vec: torch.Tensor | None,
+        pose_strength: float = 1.0,
+        face_strength: float = 1.0,
     ) -> torch.Tensor: ...
 
 
