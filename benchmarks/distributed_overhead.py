@@ -25,8 +25,12 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import dit_step_bench  # noqa: E402
 
 from wan_animate.distributed.engine import DiTWorkers  # noqa: E402
+from wan_animate.distributed.worker import STEP_INPUTS  # noqa: E402
 from wan_animate.loading.dit import load_dit  # noqa: E402
 from wan_animate.loading.model_handle import DiTOptions  # noqa: E402
 from wan_animate.model.dit import WanAnimateConfig, WanAnimateDiT  # noqa: E402
@@ -64,18 +68,12 @@ def random_dit_file(config: WanAnimateConfig, folder: str) -> str:
 
 
 def step_inputs(config: WanAnimateConfig, frames: int, height: int, width: int) -> list[torch.Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    latent_frames = (frames - 1) // 4 + 2  # reference slot + the segment's latent frames
-    h, w = height // 8, width // 8
-    return [
-        torch.randn(16, latent_frames, h, w, generator=gen),
-        torch.tensor([500.0]),
-        torch.randn(64, config.text_dim, generator=gen),
-        torch.randn(1, 257, config.clip_dim, generator=gen),
-        torch.randn(config.in_dim - 16, latent_frames, h, w, generator=gen),
-        torch.randn(16, latent_frames - 1, h, w, generator=gen),
-        torch.randn(1, latent_frames, config.face_heads + 1, config.dim, generator=gen),
-    ]
+    """dit_step_bench's inputs (float32, on the CPU: the workers move them) in the workers' order, with motion_vec."""
+    size = argparse.Namespace(frames=frames, height=height, width=width)
+    inputs = dit_step_bench.step_inputs(config, size, torch.device("cpu"), torch.float32)
+    latent_frames = inputs["x"].shape[1]
+    motion_vec = torch.randn(1, latent_frames, config.face_heads + 1, config.dim)
+    return [*(inputs[name] for name in STEP_INPUTS[:-1]), motion_vec]
 
 
 def timed(run, inputs: list[torch.Tensor], steps: int, sync) -> tuple[float, torch.Tensor]:
